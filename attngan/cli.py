@@ -27,7 +27,7 @@ def cmd_bench(a):
     from attngan.bench import run_bench
     run_bench(preset(a.preset), batch=a.batch, parts=tuple(a.parts.split(',')), n=a.n, threads=a.threads)
 
-# %% ../nbs/11_cli.ipynb #4c29c411
+# %% ../nbs/11_cli.ipynb #ad9e7312
 def make_parser() -> argparse.ArgumentParser:
     "The `attngan` argument parser."
     p = argparse.ArgumentParser(prog='attngan', description="AttnGAN text-to-image: data, DAMSM, training, sampling. "
@@ -46,7 +46,8 @@ def make_parser() -> argparse.ArgumentParser:
                        description='Measure speed (seconds per call, items per second) and peak memory of each part.')
     s.add_argument('--preset', default='demo', choices=sorted(PRESETS), help='configuration preset (default: demo)')
     s.add_argument('--batch', type=int, default=None, help="batch size (default: the preset's)")
-    s.add_argument('--parts', default='data', help='comma-separated parts to measure (default: data)')
+    s.add_argument('--parts', default='data,generator,discriminators,damsm',
+                   help='comma-separated parts to measure: data, generator, discriminators, damsm (default: all)')
     s.add_argument('--n', type=int, default=2000, help='images for the data benchmarks (default: 2000)')
     s.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.set_defaults(func=cmd_bench)
