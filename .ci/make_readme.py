@@ -51,7 +51,7 @@ def run_notebook():
     import os
     nb = read_nb(NB)
     os.chdir(ROOT)
-    sh = CaptureShell()
+    sh = CaptureShell(mpl_format='png')
     sh.run_all(nb, exc_stop=True)
     write_nb(nb, NB)
     subprocess.run([str(Path(sys.executable).parent/'nbdev_clean'), '--fname', str(NB)], check=True, capture_output=True)

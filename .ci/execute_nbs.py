@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Execute notebooks and save their outputs, so a reader sees shapes and pictures without running anything.
+
+    python .ci/execute_nbs.py                 # every nbs/*.ipynb (slow cells skipped, as nbdev_test does)
+    python .ci/execute_nbs.py 03_attention    # some of them
+
+Run it from the repository root with the project's venv; then `nbdev_clean` (run here too) keeps outputs and strips
+metadata. The notebooks run in nbs/ with IN_TEST unset, so they show the full (not the test-sized) results.
+"""
+import os, sys, subprocess, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def execute(nb_path: Path):
+    from execnb.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    from nbdev.config import get_config
+    skip = get_config(path=ROOT).tst_flags.split()
+    nb = read_nb(nb_path)
+    def flagged(cell):  # cells marked with a skipped test flag are left unrun
+        first = cell.source.splitlines()[:3]
+        return any(l.strip().startswith('#|') and any(f in l.split() for f in skip) for l in first)
+    cwd = os.getcwd(); os.chdir(nb_path.parent)
+    try:
+        os.environ.pop('IN_TEST', None)
+        sh = CaptureShell(mpl_format='png')
+        sh.run_all(nb, exc_stop=True, preproc=flagged)
+    finally: os.chdir(cwd)
+    write_nb(nb, nb_path)
+
+def main(argv):
+    names = argv or [p.stem for p in sorted((ROOT/'nbs').glob('[0-9]*.ipynb'))]
+    for n in names:
+        p = ROOT/'nbs'/(n if n.endswith('.ipynb') else f'{n}.ipynb')
+        t0 = time.time(); execute(p); print(f'{p.name}: {time.time() - t0:.1f} s, {p.stat().st_size / 1024:.0f} KiB')
+    subprocess.run([str(Path(sys.executable).parent/'nbdev_clean')], cwd=ROOT, check=True)
+
+if __name__ == '__main__': main(sys.argv[1:])
