@@ -1,0 +1,167 @@
+"The GAN training loop on tiny(): exact resume, NaN stop, safe checkpoints, clear errors for wrong folders."
+import json
+from pathlib import Path
+import pytest, torch
+import attngan.train as T
+from attngan.config import UserError, tiny
+from attngan.train import train, main_train, cli_train
+
+quiet = dict(progress=False, log=lambda *a, **k: None)
+
+
+def one_line(e): return str(e.value).count('\n') == 0
+
+
+def load(p): return torch.load(p, map_location='cpu', weights_only=True)
+
+
+def same_tensors(a, b): return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    a, b = tmp_path/'straight', tmp_path/'resumed'
+    train(tiny(), a, steps=4, **quiet)
+    train(tiny(), b, steps=2, **quiet)
+    assert load(b/'train_state.pt')['step'] == 2
+    train(None, b, steps=4, resume=True, **quiet)
+    assert same_tensors(load(a/'generator.pt'), load(b/'generator.pt'))       # EMA weights, bit for bit
+    sa, sb = load(a/'train_state.pt'), load(b/'train_state.pt')
+    assert (sa['step'], sa['epoch'], sa['batch']) == (sb['step'], sb['epoch'], sb['batch']) == (4, 0, 4)
+    assert same_tensors(sa['G'], sb['G'])
+    assert all(same_tensors(x, y) for x, y in zip(sa['Ds'], sb['Ds']))
+    assert all(torch.equal(x['exp_avg_sq'], y['exp_avg_sq']) for x, y in zip(sa['opt_g']['state'].values(), sb['opt_g']['state'].values()))
+    assert [h['G'] for h in sa['history']] == [h['G'] for h in sb['history']]
+
+
+def test_resume_across_an_epoch_boundary(tmp_path):
+    "tiny(): 12 batches per epoch; stopping at 11 and resuming to 14 crosses into epoch 1 like a straight run."
+    a, b = tmp_path/'a', tmp_path/'b'
+    cfg = tiny(); cfg.train.ckpt_every = cfg.train.sample_every = 100
+    train(cfg, a, steps=14, **quiet)
+    train(cfg, b, steps=11, **quiet)
+    train(None, b, steps=14, resume=True, **quiet)
+    sa, sb = load(a/'train_state.pt'), load(b/'train_state.pt')
+    assert (sb['epoch'], sb['batch']) == (1, 2) and same_tensors(sa['G_ema'], sb['G_ema'])
+
+
+def test_every_file_loads_with_weights_only(tmp_path):
+    run = tmp_path/'run'
+    train(tiny(), run, steps=2, **quiet)
+    names = sorted(p.name for p in run.iterdir() if p.is_file())
+    assert names == ['config.json', 'damsm.pt', 'generator.pt', 'losses.json', 'losses.png', 'train_state.pt', 'vocab.json']
+    for p in run.glob('*.pt'): load(p)
+    st = load(run/'train_state.pt')
+    assert st['kind'] == 'attngan.train' and len(st['Ds']) == 2 and len(st['history']) == 2
+    assert json.loads((run/'losses.json').read_text())[-1]['step'] == 2
+    assert not list(run.glob('.*tmp*'))                                      # no temporary files left behind
+    from attngan.core import Generator
+    from attngan.config import Config
+    G = Generator(Config.from_json(run/'config.json')); G.load_state_dict(load(run/'generator.pt'))
+    from attngan.pretrain import load_damsm
+    text_encoder, image_encoder, cfg, vocab = load_damsm(run)                 # the run carries its DAMSM
+    assert len(vocab) == text_encoder.embed.num_embeddings
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    calls, real_kl = [0], T.kl_loss
+    def kl(mu, logvar):
+        calls[0] += 1
+        return real_kl(mu, logvar) * (float('nan') if calls[0] == 3 else 1.)
+    monkeypatch.setattr(T, 'kl_loss', kl)
+    run = tmp_path/'run'
+    with pytest.raises(UserError, match='stopped at step 3: the G loss became nan') as e: train(tiny(), run, steps=6, **quiet)
+    assert one_line(e) and 'last good checkpoint (step 2)' in str(e.value)
+    assert load(run/'train_state.pt')['step'] == 2
+    assert all(torch.isfinite(v).all() for v in load(run/'generator.pt').values() if v.is_floating_point())
+    monkeypatch.setattr(T, 'kl_loss', real_kl)
+    assert train(None, run, steps=4, resume=True, **quiet).step == 4           # and it resumes from there
+
+
+def test_nan_at_the_first_step_keeps_step_0(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, 'kl_loss', lambda mu, logvar: mu.sum() * float('inf'))
+    with pytest.raises(UserError, match=r'stopped at step 1: the G loss became (inf|nan).*checkpoint \(step 0\)') as e:
+        train(tiny(), tmp_path/'r', steps=3, **quiet)
+    assert one_line(e) and load(tmp_path/'r'/'train_state.pt')['step'] == 0
+
+
+def test_time_budget_stops_and_checkpoints(tmp_path):
+    lines = []
+    st = train(tiny(), tmp_path/'r', minutes=1e-6, steps=10, progress=False, log=lines.append)
+    assert st.step == 1 and load(tmp_path/'r'/'train_state.pt')['step'] == 1
+    assert any('Time budget' in l for l in lines)
+
+
+def test_quiet_mode_prints_no_bar(tmp_path, capfd):
+    train(tiny(), tmp_path/'r', steps=2, progress=False)
+    out = capfd.readouterr().out
+    assert '█' not in out and '%' not in out and 'step 2/2' in out
+
+
+def test_with_a_damsm_folder(tmp_path):
+    "The DAMSM's text/DAMSM settings and vocabulary are adopted, and the run keeps a copy of its weights."
+    from attngan.pretrain import save_damsm, load_damsm
+    from attngan.damsm import TextEncoder, image_encoder
+    from attngan.data import Vocab
+    dcfg = tiny(); dcfg.text.hidden_dim = 6; dcfg.damsm.cnn_width = 4
+    vocab = Vocab(Vocab.specials + ['bird', 'red', 'a', 'this', 'has', 'wings', 'crown', 'white', 'belly'])
+    te, ie = TextEncoder(len(vocab), dcfg.text), image_encoder(dcfg)
+    save_damsm(tmp_path/'damsm', te, ie, dcfg, vocab)
+    st = train(tiny(), tmp_path/'gan', damsm=tmp_path/'damsm', steps=2, **quiet)
+    assert st.cfg.text.feat_dim == 12 and st.vocab == vocab
+    te2, ie2, cfg2, vocab2 = load_damsm(tmp_path/'gan')
+    assert vocab2 == vocab and same_tensors(te2.state_dict(), te.state_dict()) and same_tensors(ie2.state_dict(), ie.state_dict())
+
+
+def test_bad_damsm_path_is_one_sentence(tmp_path, capsys):
+    with pytest.raises(UserError, match='No DAMSM run folder') as e: cli_train(damsm=tmp_path/'nowhere', out=tmp_path/'r', preset='tiny', quiet=True)
+    assert one_line(e) and 'pretrain-damsm' in str(e.value)
+    assert main_train(['--damsm', str(tmp_path/'nowhere'), '--out', str(tmp_path/'r'), '--preset', 'tiny', '--quiet']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'Traceback' not in err and 'No DAMSM run folder' in err
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(UserError, match='is missing; a DAMSM run folder holds') as e: cli_train(damsm=tmp_path/'empty', out=tmp_path/'r', preset='tiny', quiet=True)
+    assert one_line(e)
+    assert not (tmp_path/'r').exists()                                        # nothing written for a failed start
+
+
+def test_wrong_folder_to_resume(tmp_path):
+    from attngan.pretrain import save_damsm
+    from attngan.damsm import TextEncoder, image_encoder
+    from attngan.data import Vocab
+    cfg, vocab = tiny(), Vocab(Vocab.specials + ['bird'])
+    save_damsm(tmp_path/'damsm', TextEncoder(len(vocab), cfg.text), image_encoder(cfg), cfg, vocab)
+    with pytest.raises(UserError, match='DAMSM pre-training run') as e: train(None, tmp_path/'damsm', resume=True, **quiet)
+    assert one_line(e)
+    with pytest.raises(UserError, match='nothing to resume') as e: train(None, tmp_path, resume=True, **quiet)
+    assert one_line(e)
+    with pytest.raises(UserError, match='no run folder') as e: train(None, tmp_path/'nope', resume=True, **quiet)
+    (tmp_path/'bad').mkdir(); (tmp_path/'bad'/'train_state.pt').write_bytes(b'garbage')
+    with pytest.raises(UserError, match='damaged') as e: train(None, tmp_path/'bad', resume=True, **quiet)
+    assert one_line(e)
+    torch.save({'step': 3}, tmp_path/'bad'/'train_state.pt')
+    with pytest.raises(UserError, match='not an attngan training checkpoint'): train(None, tmp_path/'bad', resume=True, **quiet)
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    train(tiny(), tmp_path/'r', steps=1, **quiet)
+    with pytest.raises(UserError, match='already holds a training run') as e: train(tiny(), tmp_path/'r', steps=2, **quiet)
+    assert one_line(e)
+    st = train(None, tmp_path/'r', steps=1, resume=True, **quiet)            # at the target already: nothing to do
+    assert st.step == 1
+
+
+def test_mismatched_checkpoint(tmp_path):
+    run = tmp_path/'r'
+    train(tiny(), run, steps=1, **quiet)
+    from attngan.config import Config
+    cfg = Config.from_json(run/'config.json'); cfg.gan.ngf = 8
+    (run/'config.json').write_text(cfg.to_json())
+    with pytest.raises(UserError, match='does not fit the networks') as e: train(None, run, steps=2, resume=True, **quiet)
+    assert one_line(e)
