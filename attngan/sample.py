@@ -91,6 +91,25 @@ def _call(self, captions, seed: int = 0, n: int = 1) -> Text2ImageResult:
 
 Text2Image.__call__ = _call
 
+# %% ../nbs/08_sample.ipynb #f2f93f86
+def _from_checkpoint(cls, run, device='cpu') -> Text2Image:
+    "Load the EMA generator, text encoder, vocabulary and config of a training run folder."
+    from attngan.pretrain import load_damsm, _load_tensors
+    run = Path(run).expanduser()
+    if not run.is_dir(): raise MissingPath(f"No run folder at {run}; pass the --out folder of `attngan train`.")
+    if not (run/'generator.pt').exists():
+        if (run/'damsm.pt').exists():
+            raise InvalidInput(f"{run} is a DAMSM pre-training run (it has no generator.pt); pass the --out folder of `attngan train`.")
+        raise MissingPath(f"{run/'generator.pt'} is missing; pass the --out folder of `attngan train`.")
+    text_encoder, _, cfg, vocab = load_damsm(run)
+    G = Generator(cfg)
+    try: G.load_state_dict(_load_tensors(run/'generator.pt'))
+    except RuntimeError as e:
+        raise InvalidInput(f"{run/'generator.pt'} does not fit the generator of {run/'config.json'} ({str(e).splitlines()[0][:120]}); the files come from different runs.") from None
+    return cls(G, text_encoder, vocab, cfg).to(device)
+
+Text2Image.from_checkpoint = classmethod(_from_checkpoint)
+
 # %% ../nbs/08_sample.ipynb #67e59522
 def show_samples(res: Text2ImageResult, stages=None, width: float = 1.6, max_rows: int = 8):
     "One row per sample: its image at every stage, the caption above."
