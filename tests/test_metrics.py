@@ -1,0 +1,157 @@
+"Tests of attngan.metrics: ground-truth plumbing, each measure against a known answer, caching, errors, evaluate()."
+import json, os
+from pathlib import Path
+import numpy as np, pytest, torch, torchvision
+from attngan.config import tiny, MissingPath, InvalidInput
+from attngan.data import CUBDataset, Vocab
+from attngan.synthbirds import ATTRIBUTES, ATTR_VALUES, PARTS, load_part_map, make_birds, word_value
+from attngan import metrics as M
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='module')
+def small(birds_root):
+    "The session's small set (60 images, 48 px) read at 32 px: (train, test)."
+    return M.load_real(birds_root, 'train', 32), M.load_real(birds_root, 'test', 32)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "An 800-image set and an evaluator trained on it at 32 px (a few seconds), cached in a temporary folder."
+    d = tmp_path_factory.mktemp('m')
+    root = make_birds(d/'birds', n=800, size=64, seed=0, progress=False)
+    ev, info = M.load_or_train_evaluator(root, 32, cache_dir=d/'cache', width=8, epochs=8, batch_size=16, lr=1e-2,
+                                         progress=False, log=lambda s: None)
+    return root, ev, info, d
+
+
+def test_crop_label_map_follows_the_image_pipeline(birds_root):
+    ds = CUBDataset(birds_root, 'test', sizes=(32,), vocab=Vocab(Vocab.specials), train=False)
+    ds.paths = [birds_root/'parts'/f'{k}.png' for k in ds.keys]              # the label maps, read as images
+    for i in range(len(ds)):
+        lab = M.crop_label_map(load_part_map(birds_root, ds.keys[i]), ds.boxes[i], 32, ds.bbox_scale)
+        via = ((ds[(i, 0)]['images'][0][0] + 1) * 127.5).round().numpy()
+        assert lab.shape == (32, 32) and lab.dtype == np.uint8
+        assert (via == lab).mean() > 0.8
+
+
+def test_load_real_and_refusal(birds_root, small, tmp_path):
+    train, test = small
+    assert test.images.dtype == torch.uint8 and test.images.shape[1:] == (3, 32, 32)
+    assert test.class_ids.min() > 150 >= train.class_ids.max()
+    assert test.attrs.shape == (len(test), len(ATTRIBUTES)) and len(test.captions_gt[0]) == 10
+    with pytest.raises(InvalidInput, match='ground truth'): M.load_real(tmp_path)
+
+
+def test_named_attributes_and_accuracy(small):
+    _, test = small
+    for gts, attrs in zip(test.captions_gt, test.attrs.tolist()):
+        for gt in gts:
+            named = M.named_attributes(gt)
+            assert 2 <= len(named) <= 5
+            r = M.attribute_accuracy(torch.tensor([attrs]), [named])      # the true attributes recover every named one
+            assert r['accuracy'] == 1.0 and 0 < r['chance'] < 1
+
+
+def test_one_attribute_edits_change_one_value(small):
+    _, test = small
+    for gt in test.captions_gt[0]:
+        toks = [w for w, _, _ in gt]
+        edits = M.one_attribute_edits(gt)
+        assert len(edits) == len(set(edits)) > 0 and ' '.join(toks) not in edits
+        for e in edits:
+            et = e.split()
+            diff = [t for t, (a, b) in enumerate(zip(toks, et)) if a != b]
+            assert len(et) == len(toks) and 1 <= len(diff) <= 2              # the value word (and maybe a/an before it)
+            t = diff[-1]; a = gt[t][2]
+            assert a is not None and str(word_value(a, gt[t][0])) != et[t]
+
+
+def test_attention_localisation_known_answers(small):
+    _, test = small
+    pairs = [M.word_parts(g[0]) for g in test.captions_gt]
+    T = max(len(g[0]) for g in test.captions_gt)
+    perfect = M.oracle_attention(test.parts, pairs, T, 16)
+    r = M.attention_localisation(perfect, test.parts, pairs)                 # true attention on true masks
+    assert r['pointing'] == 1.0 and r['absent'] == 0 and r['mass_over_area'] > 3
+    u = M.attention_localisation(torch.ones_like(perfect), test.parts, pairs)
+    assert abs(u['mass'] - u['area']) < 1e-5 and abs(u['mass_over_area'] - 1) < 1e-4
+
+
+def test_hard_r_precision():
+    f = torch.randn(100, 8)
+    assert M.hard_r_precision(f, f, [torch.randn(3, 8) for _ in f])[:2] == (100.0, 0.0)
+    m, _, chance = M.hard_r_precision(torch.randn(300, 8), torch.randn(300, 8), [torch.randn(20, 8) for _ in range(300)], seed=1)
+    assert abs(chance - 100 / 21) < 0.1 and abs(m - chance) < 3       # 99 draws cover (almost) all 20 edits: ~1/21
+
+
+def test_diversity_floor_and_pose(small):
+    _, test = small
+    n = len(test)
+    pa, ps = test.attrs, test.parts
+    feats = torch.randn(n, 4)
+    one = M.diversity(pa, ps, feats, [[0] * 4, [1] * 4], [{}, {}])
+    assert all(one[k] == 0 for k in ('unnamed_attributes', 'position_std', 'scale_cv', 'facing', 'feature_distance'))
+    many = M.diversity(pa, ps, feats, [list(range(n))], [{}])
+    assert many['unnamed_attributes'] > 0 and many['position_std'] > 0
+
+
+def test_fid_kid_and_inception(small, tmp_path):
+    train, test = small
+    ext = M.EvaluatorFeatures(M.BirdEvaluator(32, 4))
+    same = M.fid_kid(ext, test.images, test.images, kid_subsets=5)
+    assert abs(same['fid']) < 1e-4
+    with pytest.raises(MissingPath, match='inception_v3_google'): M.InceptionFeatures(None)
+    with pytest.raises(MissingPath, match='nope.pth'): M.InceptionFeatures(tmp_path/'nope.pth')
+    w = tmp_path/'inception.pth'
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), w)
+    inc = M.InceptionFeatures(w)
+    assert inc(test.images[:2]).shape == (2, 2048)
+    r = M.fid_kid(inc, test.images[:3], train.images[:3], kid_subsets=2)
+    assert np.isfinite(r['fid']) and r['n_real'] == 3
+
+
+def test_inception_score():
+    x = torch.arange(100).float()[:, None]
+    m, s = M.inception_score(x, lambda x: torch.nn.functional.one_hot(x[:, 0].long() % 10, 10).float() * 60)
+    assert abs(m - 10) < 1e-6
+    with pytest.raises(InvalidInput, match='at least 10'): M.inception_score(x[:5], lambda x: x)
+
+
+def test_evaluator_cache_is_tensors_only_and_reused(trained):
+    root, ev, info, d = trained
+    folder = next((d/'cache'/'evaluators').iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ['evaluator.json', 'evaluator.pt']
+    sd = torch.load(folder/'evaluator.pt', weights_only=True)
+    assert all(torch.is_tensor(v) for v in sd.values())
+    ev2, info2 = M.load_or_train_evaluator(root, 32, cache_dir=d/'cache', width=8, epochs=8, batch_size=16, lr=1e-2,
+                                           log=lambda s: pytest.fail('retrained'))
+    assert info2 == info
+
+
+def test_small_evaluator_beats_chance(trained):
+    "Quick bar (32 px, 600 images, seconds of training): big parts' colours well above chance; background, branch near perfect."
+    acc = trained[2]['accuracy']['attributes']
+    assert acc['background'] > 0.9 and acc['branch'] > 0.9
+    assert np.mean([acc[f'{p}_color'] for p in ('head', 'body', 'belly', 'tail')]) > 0.5
+
+
+def test_evaluate_random_generator_near_chance_real_near_ceiling(trained):
+    from attngan.core import Generator
+    from attngan.damsm import TextEncoder
+    from attngan.sample import Text2Image
+    root, ev, info, d = trained
+    cfg = tiny(); torch.manual_seed(0)
+    ds = CUBDataset(root, 'train', sizes=(32,))
+    pipe = Text2Image(Generator(cfg), TextEncoder(len(ds.vocab), cfg.text), ds.vocab, cfg)
+    m = M.evaluate(pipe, root, n_captions=100, n_diverse=8, n_samples=4, evaluator=ev, eval_damsm=False,
+                   out=d/'eval', progress=False, log=lambda s: None)
+    aa = m['attribute_accuracy']
+    assert abs(aa['generated'] - aa['floor']) < 0.1 and aa['real'] > aa['generated'] + 0.2
+    assert m['pointing_game']['real'] > 0.6 and m['fid_evaluator']['generated'] > 5 * m['fid_evaluator']['real']
+    assert m['diversity_feature_distance']['real'] > m['diversity_feature_distance']['generated']
+    assert 'r_precision' not in m                                              # eval_damsm=False skips it
+    saved = json.loads((d/'eval'/'metrics.json').read_text())
+    assert saved['attribute_accuracy'] == aa and (d/'eval'/'metrics.png').stat().st_size > 10_000
+    assert 'attribute_accuracy' in M.format_metrics(m)
