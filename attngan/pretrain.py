@@ -76,7 +76,7 @@ def _check_run_dir(run: Path):
         if not (run/f).is_file():
             raise MissingPath(f"{run/f} is missing; a DAMSM run folder holds {', '.join(DAMSM_FILES)} (written by `attngan pretrain-damsm`).")
 
-# %% ../nbs/04b_pretrain.ipynb #06de3885
+# %% ../nbs/04b_pretrain.ipynb #ebd13b00
 def load_damsm(run_dir, map_location='cpu') -> tuple:
     "Read a DAMSM run folder: (text_encoder, image_encoder, cfg, vocab), the encoders in eval mode."
     run = Path(run_dir).expanduser(); _check_run_dir(run)
@@ -92,7 +92,8 @@ def load_damsm(run_dir, map_location='cpu') -> tuple:
     for name, m in (('text_encoder', te), ('image_encoder', ie)):
         try: m.load_state_dict(ck[name])
         except (RuntimeError, TypeError, AttributeError) as e:
-            why = str(e).strip().splitlines()[0].rstrip(':. ')
+            lines = [l.strip() for l in str(e).strip().splitlines()]
+            why = (lines[1] if len(lines) > 1 else lines[0]).rstrip(':. ')[:200]
             raise InvalidInput(f"The {name} weights in {run/'damsm.pt'} do not fit its config.json and vocab.json ({why}); "
                                f"the files come from different runs.") from None
     return te.to(map_location).eval(), ie.to(map_location).eval(), cfg, vocab
