@@ -12,7 +12,8 @@ from .config import Config, InvalidInput, preset
 
 # %% auto #0
 __all__ = ['ALL_PARTS', 'BenchRow', 'peak_rss_mib', 'timeit', 'format_table', 'bench_data', 'bench_generator',
-           'bench_discriminator', 'bench_damsm_loss', 'in_fresh_process', 'bench_models', 'run_bench']
+           'bench_discriminator', 'bench_damsm_loss', 'bench_iteration', 'in_fresh_process', 'bench_models',
+           'run_bench']
 
 # %% ../nbs/12_bench.ipynb #52408af2
 @dataclass
@@ -124,6 +125,35 @@ def bench_damsm_loss(cfg: Config, batch: int | None = None, T: int = 18) -> Benc
     dt = timeit(step, min_time=2.0, max_calls=20)
     return BenchRow('DAMSM losses fwd+bwd', f'B={B} T={T} 17x17 regions', dt, B / dt, _peak(dev))
 
+# %% ../nbs/12_bench.ipynb #d99bbcdb
+def bench_iteration(cfg: Config, batch: int, T: int = 18) -> BenchRow:
+    "One full training iteration of `attngan.train` (text encoder, G, every D update, G update with DAMSM loss, EMA)."
+    import warnings
+    from attngan.damsm import TextEncoder, image_encoder
+    from attngan.data import Vocab
+    from attngan.train import build_state, draw_noise, d_step, g_step, ema_update
+    dev, n_words = _device(), 5000
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')                                       # Inception without weights: random trunk
+        te, ie = TextEncoder(n_words, cfg.text), image_encoder(cfg)
+    st = build_state(cfg, Vocab(Vocab.specials), te, ie)               # the vocabulary is not used here
+    st.G.train()
+    g = torch.Generator().manual_seed(0)
+    reals = [torch.rand(batch, 3, s, s, generator=g).to(dev) * 2 - 1 for s in cfg.gan.sizes]
+    lengths = torch.randint(max(1, T // 2), T + 1, (batch,), generator=g); lengths[0] = T
+    captions = (torch.randint(1, n_words, (batch, T), generator=g) * (torch.arange(T)[None] < lengths[:, None])).to(dev)
+    mask, class_ids = (torch.arange(T)[None] < lengths[:, None]).to(dev), torch.arange(batch, device=dev) % 7
+    def step():
+        with torch.no_grad(): words, sent = st.text_encoder(captions, lengths.to(dev))
+        nz = draw_noise(cfg, batch, 0, dev)
+        fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
+        d_step(st.d_losses, st.opt_ds, reals, fake.images, sent)
+        g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, cfg)
+        ema_update(st.G_ema, st.G, cfg.train.ema)
+        if dev.type == 'cuda': torch.cuda.synchronize()
+    dt = timeit(step, min_time=4.0, max_calls=10)
+    return BenchRow('training iteration', f'{"/".join(map(str, cfg.gan.sizes))}px B={batch} {cfg.damsm.image_encoder}', dt, batch / dt, _peak(dev))
+
 # %% ../nbs/12_bench.ipynb #b587b46a
 def _child(fn_name, args, threads, q):
     if threads: torch.set_num_threads(threads)
@@ -146,17 +176,18 @@ def in_fresh_process(fn_name: str, *args, threads: int | None = None) -> BenchRo
     if isinstance(res, Exception): raise res
     return res
 
-# %% ../nbs/12_bench.ipynb #ce1aa34e
+# %% ../nbs/12_bench.ipynb #7807bbad
 def bench_models(cfg: Config, batch: int, parts=('generator', 'discriminators', 'damsm'), threads: int | None = None) -> list[BenchRow]:
-    "Rows for the generator, each discriminator and the DAMSM losses, each measured in a fresh process."
+    "Rows for the generator, each discriminator, the DAMSM losses and a whole iteration, each measured in a fresh process."
     rows = []
     if 'generator' in parts: rows.append(in_fresh_process('bench_generator', cfg, batch, threads=threads))
     if 'discriminators' in parts: rows += [in_fresh_process('bench_discriminator', cfg, s, batch, threads=threads) for s in cfg.gan.sizes]
     if 'damsm' in parts: rows.append(in_fresh_process('bench_damsm_loss', cfg, None, threads=threads))
+    if 'iteration' in parts: rows.append(in_fresh_process('bench_iteration', cfg, batch, threads=threads))
     return rows
 
-# %% ../nbs/12_bench.ipynb #20aeca03
-ALL_PARTS = ('data', 'generator', 'discriminators', 'damsm')
+# %% ../nbs/12_bench.ipynb #6927a9f6
+ALL_PARTS = ('data', 'generator', 'discriminators', 'damsm', 'iteration')
 
 def run_bench(cfg: Config | None = None, batch: int | None = None, parts=ALL_PARTS, n: int = 2000, threads: int | None = None, echo=print) -> list[BenchRow]:
     "Measure the parts named in `parts` and print the table."

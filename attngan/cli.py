@@ -41,12 +41,14 @@ def cmd_train(a):
     from attngan.train import cli_train
     cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed)
 
-# %% ../nbs/11_cli.ipynb #dc4e709a
+# %% ../nbs/11_cli.ipynb #271c974e
 def cmd_sample(a):
     "Draw images for captions from a trained run."
     from attngan.sample import Text2Image, save_result
-    if a.run is None: raise InvalidInput("No model to sample from: pass --run RUN, the --out folder of `attngan train` or `attngan demo`.")
-    pipe = Text2Image.from_checkpoint(a.run)
+    if a.run is None:
+        pipe = Text2Image.pretrained()
+        print("Using the model shipped with attngan (synthetic birds); pass --run RUN for your own.")
+    else: pipe = Text2Image.from_checkpoint(a.run)
     res = pipe(a.captions, seed=a.seed, n=a.n)
     for c, unk in zip(res.captions, res.unknown):
         if unk: print(f"note: {', '.join(repr(w) for w in unk)} in {c!r} {'is' if len(unk) == 1 else 'are'} not in the vocabulary and became <unk>.")
@@ -60,13 +62,13 @@ def cmd_evaluate(a):
     from attngan.metrics import cli_evaluate
     cli_evaluate(a.run, data=a.data, out=a.out, quick=a.quick, inception_weights=a.inception_weights, progress=not a.quiet)
 
-# %% ../nbs/11_cli.ipynb #e5b619c4
+# %% ../nbs/11_cli.ipynb #5027d2f3
 def cmd_demo(a):
     "The whole pipeline on synthetic birds within a time budget."
     from attngan.demo import run_demo
-    run_demo(out=a.out, minutes=a.minutes, preset=a.preset, quiet=a.quiet)
+    run_demo(out=a.out, minutes=a.minutes, preset=a.preset, quiet=a.quiet, evaluate=not a.no_eval)
 
-# %% ../nbs/11_cli.ipynb #af51d2ac
+# %% ../nbs/11_cli.ipynb #f57bf79f
 def make_parser() -> argparse.ArgumentParser:
     "The `attngan` argument parser."
     p = argparse.ArgumentParser(prog='attngan', description="AttnGAN text-to-image: data, DAMSM, training, sampling. "
@@ -79,6 +81,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--minutes', type=float, default=20.0, help='total time budget in minutes (default: 20)')
     s.add_argument('--preset', default='demo', choices=sorted(PRESETS), help='configuration preset (default: demo)')
     s.add_argument('--quiet', action='store_true', help='log lines instead of progress bars')
+    s.add_argument('--no-eval', action='store_true', help='skip the closing headline numbers (attngan evaluate --quick)')
     s.set_defaults(func=cmd_demo)
     s = sub.add_parser('make-birds', help='write a synthetic-birds data set in the CUB/AttnGAN folder layout',
                        description='Render synthetic birds with captions, part masks and attributes, and write them in the '
@@ -110,7 +113,7 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser('sample', help='draw images for your captions from a trained run',
                        description='Turn captions into images of every stage plus per-word attention maps, written as PNG.')
     s.add_argument('captions', nargs='+', help='one or more captions, each in quotes')
-    s.add_argument('--run', default=None, help='run folder of `attngan train` or `attngan demo` (e.g. runs/demo)')
+    s.add_argument('--run', default=None, help='run folder of `attngan train` or `attngan demo` (e.g. runs/demo); default: the model shipped with attngan')
     s.add_argument('--out', default='samples', help='folder for the PNG files (default: samples)')
     s.add_argument('--seed', type=int, default=0, help='seed of the first sample; sample k uses seed + k (default: 0)')
     s.add_argument('--n', type=int, default=1, help='samples per caption (default: 1)')
@@ -130,8 +133,8 @@ def make_parser() -> argparse.ArgumentParser:
                        description='Measure speed (seconds per call, items per second) and peak memory of each part.')
     s.add_argument('--preset', default='demo', choices=sorted(PRESETS), help='configuration preset (default: demo)')
     s.add_argument('--batch', type=int, default=None, help="batch size (default: the preset's)")
-    s.add_argument('--parts', default='data,generator,discriminators,damsm',
-                   help='comma-separated parts to measure: data, generator, discriminators, damsm (default: all)')
+    s.add_argument('--parts', default='data,generator,discriminators,damsm,iteration',
+                   help='comma-separated parts to measure: data, generator, discriminators, damsm, iteration (a whole training step) (default: all)')
     s.add_argument('--n', type=int, default=2000, help='images for the data benchmarks (default: 2000)')
     s.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.set_defaults(func=cmd_bench)

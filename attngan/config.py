@@ -38,7 +38,7 @@ class DataConfig:
     synth_seed: int = 0             # synthetic birds: seed of the whole data set
     num_workers: int = 0            # DataLoader worker processes
 
-# %% ../nbs/00_config.ipynb #6b783421
+# %% ../nbs/00_config.ipynb #ba91cd71
 @dataclass
 class TextConfig:
     "The bidirectional-LSTM text encoder of DAMSM (paper Sec. 3.3)."
@@ -46,13 +46,14 @@ class TextConfig:
     hidden_dim: int = 128       # LSTM hidden size per direction; word features are 2*hidden_dim
     n_layers: int = 1           # LSTM layers
     dropout: float = 0.5        # dropout on the word embeddings (official code: 0.5)
+    sentence: str = 'last'      # sentence feature: 'last' (paper: final LSTM states) or 'mean' (of the word features)
 
     @property
     def feat_dim(self) -> int:
         "Size D of word and sentence features."
         return 2 * self.hidden_dim
 
-# %% ../nbs/00_config.ipynb #891a249f
+# %% ../nbs/00_config.ipynb #f12ca86f
 @dataclass
 class DAMSMConfig:
     "The Deep Attentional Multimodal Similarity Model and its pre-training (paper Sec. 3.3)."
@@ -71,6 +72,8 @@ class DAMSMConfig:
     lr_decay: float = 0.98         # lr multiplied by this each epoch ...
     lr_floor: float = 0.1          # ... down to lr * lr_floor
     rnn_grad_clip: float = 0.25    # gradient-norm clip of the text encoder
+    cnn_global: str = 'deep'       # small CNN's global feature: 'deep' (strided convs, pooled) or 'parts' (learned part queries)
+    cnn_parts: int = 16            # queries of the 'parts' pooling
 
 # %% ../nbs/00_config.ipynb #fb79442a
 @dataclass
@@ -160,12 +163,14 @@ def birds() -> Config:
                   gan=GANConfig(sizes=(64, 128, 256)),
                   train=TrainConfig(batch_size=20, epochs=600))
 
-# %% ../nbs/00_config.ipynb #65663cd7
+# %% ../nbs/00_config.ipynb #25213782
 def demo() -> Config:
     "The CPU default on synthetic birds: two stages 32 -> 64, narrow networks, small CNN DAMSM."
     return Config(name='demo',
                   data=DataConfig(root='synth', max_words=18, synth_size=128),
-                  damsm=DAMSMConfig(image_encoder='cnn', image_size=64, cnn_width=32, batch_size=48, epochs=30),
+                  text=TextConfig(dropout=0.0, sentence='mean'),
+                  damsm=DAMSMConfig(image_encoder='cnn', image_size=64, cnn_width=32, batch_size=48, epochs=30,
+                                    cnn_global='parts', cnn_parts=16),
                   gan=GANConfig(sizes=(32, 64), ngf=16, ndf=32, z_dim=100, cond_dim=100, n_res=2),
                   train=TrainConfig(batch_size=32, epochs=200, sample_every=200, ckpt_every=200))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import Config, InvalidInput, preset as get_preset
 
 # %% auto #0
-__all__ = ['split_budget', 'heldout_captions', 'write_heldout', 'run_demo']
+__all__ = ['EVAL_MINUTES', 'split_budget', 'heldout_captions', 'write_heldout', 'run_demo']
 
 # %% ../nbs/09b_demo.ipynb #26d4ea81
 def split_budget(minutes: float, damsm_share: float = 0.3) -> tuple[float, float]:
@@ -56,11 +56,15 @@ def _grid(res, rows, width: float = 1.3):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09b_demo.ipynb #9fef4997
-def run_demo(out='runs/demo', minutes: float = 20.0, preset: str = 'demo', quiet: bool = False, log=print) -> dict:
-    "Synthetic birds -> DAMSM -> AttnGAN -> held-out samples, within `minutes`; returns where everything is."
+# %% ../nbs/09b_demo.ipynb #104cfdaa
+EVAL_MINUTES = 1.5   # kept from the training budget for `attngan evaluate --quick` when it needs no training
+
+def run_demo(out='runs/demo', minutes: float = 20.0, preset: str = 'demo', quiet: bool = False, log=print,
+             evaluate: bool = True) -> dict:
+    "Synthetic birds -> DAMSM -> AttnGAN -> held-out samples (-> headline numbers), within `minutes`; returns where everything is."
     from attngan.pretrain import pretrain_damsm, damsm_data_root
     from attngan.train import train
+    from attngan.metrics import evaluation_ready, cli_evaluate
     t0 = time.perf_counter()
     out, cfg = Path(out).expanduser(), get_preset(preset)
     if (out/'train_state.pt').exists():
@@ -68,22 +72,31 @@ def run_demo(out='runs/demo', minutes: float = 20.0, preset: str = 'demo', quiet
     damsm_min, gan_min = split_budget(minutes)
     log(f"attngan demo: preset {cfg.name}, {minutes:g} min budget ({damsm_min:.1f} DAMSM, {gan_min:.1f} GAN), writing {out}")
     root = damsm_data_root(cfg, 'synth', progress=not quiet)                                   # 1. data
-    log(f"[1/4] synthetic birds: {root}")
+    log(f"[1/5] synthetic birds: {root}")
+    score = evaluate and evaluation_ready(root, cfg.gan.sizes[-1])      # evaluators cached or shipped: no training needed
     left = lambda: minutes - (time.perf_counter() - t0) / 60
-    log(f"[2/4] DAMSM pre-training ({damsm_min:.1f} min)")
+    log(f"[2/5] DAMSM pre-training ({damsm_min:.1f} min)")
     pretrain_damsm(cfg, out/'damsm', data=root, minutes=damsm_min, progress=not quiet, log=log)  # 2. DAMSM
-    gan_left = max(0.2, left() - 0.5)                                                            # what is left, less the pictures
-    log(f"[3/4] AttnGAN training ({gan_left:.1f} min)")
+    gan_left = max(0.2, left() - 0.5 - (EVAL_MINUTES if score else 0))                          # less the pictures and the numbers
+    log(f"[3/5] AttnGAN training ({gan_left:.1f} min)")
     st = train(cfg, out, damsm=out/'damsm', data=root, minutes=gan_left, progress=not quiet, log=log)  # 3. GAN
-    log("[4/4] samples of held-out species")
+    log("[4/5] samples of held-out species")
     pics = write_heldout(out, root, out/'heldout')                                               # 4. pictures
-    summary = dict(run=str(out), damsm=str(out/'damsm'), data=str(root), steps=st.step, minutes=(time.perf_counter() - t0) / 60,
+    summary = dict(run=str(out), damsm=str(out/'damsm'), data=str(root), steps=st.step,
                    heldout=[str(p) for p in pics], samples=str(out/'samples'), losses=str(out/'losses.png'))
+    if score:
+        log("[5/5] headline numbers on held-out species (attngan evaluate --quick)")
+        m = cli_evaluate(out, data=root, quick=True, progress=not quiet, log=log)                # 5. numbers
+        summary['metrics'] = str(out/'eval'/'metrics.json')
+    else:
+        log(f"[5/5] skipped: no evaluator for {root} is cached or shipped; `attngan evaluate --run {out}` trains them (minutes) and scores the run.")
+    summary['minutes'] = (time.perf_counter() - t0) / 60
     (out/'demo.json').write_text(json.dumps(summary, indent=1) + '\n')
     log(f"\nDone in {summary['minutes']:.1f} min ({st.step} generator steps). In {out}:\n"
         f"  heldout/      samples of held-out species (caption*_samples.png) and attention maps (caption*_attention.png)\n"
         f"  samples/      sample grids written during training\n"
         f"  losses.png    loss curves;  generator.pt, damsm.pt, config.json, vocab.json: the model\n"
+        + (f"  eval/         metrics.json and metrics.png: the numbers above\n" if score else '') +
         f"  damsm/        the DAMSM pre-training run\n"
         f"Draw your own: attngan sample \"this bird has a red crown and a white belly\" --run {out}")
     return summary

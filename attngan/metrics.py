@@ -23,11 +23,11 @@ __all__ = ['EVAL_VERSION', 'EVAL_DAMSM_SEED', 'INCEPTION_HINT', 'crop_label_map'
            'BirdEvaluator', 'evaluator_loss', 'train_evaluator', 'predict', 'evaluator_accuracy', 'metrics_cache_dir',
            'save_evaluator', 'load_evaluator', 'load_or_train_evaluator', 'named_attributes', 'attribute_accuracy',
            'shuffle_named', 'word_parts', 'attention_localisation', 'oracle_attention', 'one_attribute_edits',
-           'sentence_features', 'damsm_image_text', 'hard_r_precision', 'r_precision_scores',
-           'load_or_train_eval_damsm', 'bird_pose', 'diversity', 'species_groups', 'EvaluatorFeatures',
-           'InceptionFeatures', 'fid_kid', 'inception_score', 'generate', 'pick_captions', 'score_images',
-           'chance_floor', 'evaluate_real', 'evaluate', 'format_metrics', 'plot_metrics', 'write_metrics',
-           'cli_evaluate']
+           'sentence_features', 'damsm_image_text', 'hard_r_precision', 'r_precision_scores', 'eval_damsm_config',
+           'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose', 'diversity', 'species_groups',
+           'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'inception_score', 'generate', 'pick_captions',
+           'score_images', 'chance_floor', 'evaluate_real', 'evaluate', 'format_metrics', 'plot_metrics',
+           'write_metrics', 'cli_evaluate']
 
 # %% ../nbs/09_metrics.ipynb #eb739299
 def crop_label_map(labels: np.ndarray,   # (H, W) uint8 label map of the full image
@@ -248,13 +248,25 @@ def load_evaluator(folder) -> tuple:
     ev.load_state_dict(torch.load(folder/'evaluator.pt', map_location='cpu', weights_only=True))
     return ev.eval(), info
 
-# %% ../nbs/09_metrics.ipynb #b969640c
+# %% ../nbs/09_metrics.ipynb #eb34b5f4
+def _shipped(kind: str, name: str):
+    "The copy of a cached evaluator or evaluation DAMSM shipped in `attngan/assets/<kind>/<name>` (checksums verified), or None."
+    from attngan.sample import assets_dir, verify_checksums
+    folder = assets_dir()/kind/name
+    if not (folder/'SHA256SUMS').is_file(): return None
+    verify_checksums(folder)
+    return folder
+
+def _evaluator_name(root, size=64, width=16, epochs=6, batch_size=64, lr=3e-3, seed=0) -> str:
+    return f"{_set_tag(root)}_px{size}_w{width}_e{epochs}_b{batch_size}_lr{lr:g}_seed{seed}_v{EVAL_VERSION}"
+
 def load_or_train_evaluator(root, size: int = 64, cache_dir=None, width: int = 16, epochs: int = 6, batch_size: int = 64,
                             lr: float = 3e-3, seed: int = 0, progress: bool = True, log=print) -> tuple:
     "The cached evaluator of this data set and size, trained on its training split first if missing: (evaluator, info)."
-    name = f"{_set_tag(root)}_px{size}_w{width}_e{epochs}_b{batch_size}_lr{lr:g}_seed{seed}_v{EVAL_VERSION}"
+    name = _evaluator_name(root, size, width, epochs, batch_size, lr, seed)
     folder = metrics_cache_dir(cache_dir)/'evaluators'/name
     if (folder/'evaluator.pt').is_file(): return load_evaluator(folder)
+    if (shipped := _shipped('evaluators', name)) is not None: return load_evaluator(shipped)
     log(f"Training the evaluator (attributes + parts) on real training images at {size} px; cached in {folder}")
     train, test = load_real(root, 'train', size, progress=progress), load_real(root, 'test', size, progress=progress)
     t0 = time.perf_counter()
@@ -409,16 +421,24 @@ def r_precision_scores(damsm: tuple, images, gts: list, n_tokens: list, class_id
     hard = hard_r_precision(enc['img'], enc['sent'], list(flat.split([len(e) for e in edits])), bins=bins, seed=seed)
     return dict(r_precision=rp[0], r_precision_std=rp[1], hard=hard[0], hard_std=hard[1], chance=1.0, hard_chance=hard[2], n=len(texts))
 
-# %% ../nbs/09_metrics.ipynb #e517affb
+# %% ../nbs/09_metrics.ipynb #dce19493
 EVAL_DAMSM_SEED = 1729            # the generator's DAMSM uses cfg.train.seed (0 by default): never this one
+
+def eval_damsm_config() -> Config:
+    "The evaluation DAMSM's settings, pinned here so that the yardstick does not move when `demo()` changes."
+    cfg = demo()
+    return dataclasses.replace(cfg, name='demo',
+                               text=dataclasses.replace(cfg.text, dropout=0.5, sentence='last'),
+                               damsm=dataclasses.replace(cfg.damsm, cnn_global='deep'))
 
 def load_or_train_eval_damsm(root, cfg: Config | None = None, cache_dir=None, seed: int = EVAL_DAMSM_SEED,
                              minutes: float | None = None, epochs: int | None = None, progress: bool = True, log=print) -> tuple:
     "The cached evaluation DAMSM of this data set (trained with pretrain_damsm first if missing): (text_encoder, image_encoder, cfg, vocab)."
     from attngan.pretrain import pretrain_damsm, load_damsm
-    cfg = cfg or demo()
+    cfg = cfg or eval_damsm_config()
     folder = metrics_cache_dir(cache_dir)/'eval_damsm'/f"{_set_tag(root)}_{cfg.name}_seed{seed}"
     if (folder/'damsm.pt').is_file(): return load_damsm(folder)
+    if (shipped := _shipped('eval_damsm', folder.name)) is not None: return load_damsm(shipped)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)), train=dataclasses.replace(cfg.train, seed=seed))
     log(f"Training the evaluation DAMSM (seed {seed}) on {root}; cached in {folder}")
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -430,6 +450,16 @@ def load_or_train_eval_damsm(root, cfg: Config | None = None, cache_dir=None, se
             if not (folder/'damsm.pt').is_file(): raise                     # another process finished first: keep its copy
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return load_damsm(folder)
+
+def evaluation_ready(root, size: int = 64, cache_dir=None) -> bool:
+    "True when the evaluator and the evaluation DAMSM of this set are cached or shipped, so evaluating trains nothing."
+    try: tag = _set_tag(root)
+    except UserError: return False
+    ev, dm = _evaluator_name(root, size), f"{tag}_{eval_damsm_config().name}_seed{EVAL_DAMSM_SEED}"
+    base = metrics_cache_dir(cache_dir)
+    from attngan.sample import assets_dir
+    have = lambda kind, name, f: (base/kind/name/f).is_file() or (assets_dir()/kind/name/'SHA256SUMS').is_file()
+    return have('evaluators', ev, 'evaluator.pt') and have('eval_damsm', dm, 'damsm.pt')
 
 # %% ../nbs/09_metrics.ipynb #47d1b1a1
 def bird_pose(labels) -> tuple:

@@ -14,7 +14,8 @@ from .data import Vocab, tokenize, encode_caption
 from .core import Generator
 
 # %% auto #0
-__all__ = ['Text2ImageResult', 'to_uint8', 'Text2Image', 'encode_captions', 'show_samples', 'show_word_attention', 'save_result']
+__all__ = ['SHIPPED_MODEL', 'Text2ImageResult', 'to_uint8', 'Text2Image', 'encode_captions', 'assets_dir', 'file_sha256',
+           'write_checksums', 'verify_checksums', 'package_model', 'show_samples', 'show_word_attention', 'save_result']
 
 # %% ../nbs/08_sample.ipynb #c08074f7
 @dataclass
@@ -109,6 +110,68 @@ def _from_checkpoint(cls, run, device='cpu') -> Text2Image:
     return cls(G, text_encoder, vocab, cfg).to(device)
 
 Text2Image.from_checkpoint = classmethod(_from_checkpoint)
+
+# %% ../nbs/08_sample.ipynb #9d51aa82
+SHIPPED_MODEL = 'birds_demo'
+
+def assets_dir() -> Path:
+    "The package's data folder, `attngan/assets`."
+    import attngan
+    return Path(attngan.__file__).parent/'assets'
+
+def file_sha256(path) -> str:
+    "SHA-256 of a file, hex."
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+# %% ../nbs/08_sample.ipynb #edbc099f
+def write_checksums(folder) -> Path:
+    "Write `SHA256SUMS` (sha256sum's format) for every file of `folder`."
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != 'SHA256SUMS')
+    (folder/'SHA256SUMS').write_text(''.join(f"{file_sha256(p)}  {p.name}\n" for p in files))
+    return folder/'SHA256SUMS'
+
+def verify_checksums(folder) -> None:
+    "Check every file listed in `folder/SHA256SUMS`; one sentence naming the first file that is missing or altered."
+    folder = Path(folder)
+    if not (folder/'SHA256SUMS').is_file(): raise MissingPath(f"{folder/'SHA256SUMS'} is missing; the model folder is incomplete: reinstall attngan.")
+    for line in (folder/'SHA256SUMS').read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        if not (folder/name).is_file(): raise MissingPath(f"{folder/name} is missing; the model folder is incomplete: reinstall attngan.")
+        if file_sha256(folder/name) != digest:
+            raise InvalidInput(f"{folder/name} does not match its checksum in SHA256SUMS (a damaged or altered file); reinstall attngan.")
+
+# %% ../nbs/08_sample.ipynb #9002968d
+def package_model(run, out, half: bool = True, info: dict | None = None) -> Path:
+    "Copy a run's config, vocabulary, DAMSM encoders and EMA generator into `out` (half precision), with SHA256SUMS."
+    import json, shutil
+    from attngan.pretrain import _load_tensors
+    run, out = Path(run).expanduser(), Path(out).expanduser()
+    Text2Image.from_checkpoint(run)                                       # a complete, loadable run, or one clear error
+    out.mkdir(parents=True, exist_ok=True)
+    cast = lambda d: {k: (v.half() if half and v.is_floating_point() else v) for k, v in d.items()}
+    for f in ('config.json', 'vocab.json'): shutil.copyfile(run/f, out/f)
+    dm = _load_tensors(run/'damsm.pt')
+    torch.save({k: cast(dm[k]) for k in ('text_encoder', 'image_encoder')}, out/'damsm.pt')
+    torch.save(cast(_load_tensors(run/'generator.pt')), out/'generator.pt')
+    if info is not None: (out/'train_info.json').write_text(json.dumps(info, indent=1) + '\n')
+    write_checksums(out)
+    return out
+
+def _pretrained(cls, device='cpu', folder=None) -> Text2Image:
+    "The model shipped in `attngan/assets` (or a folder written by `package_model`), checksums verified."
+    folder = Path(folder).expanduser() if folder else assets_dir()/SHIPPED_MODEL
+    if not folder.is_dir():
+        raise MissingPath(f"No shipped model at {folder}: this copy of attngan was installed without its assets; "
+                          f"reinstall it (pip install -e .) or pass a run folder (--run RUN).")
+    verify_checksums(folder)
+    return cls.from_checkpoint(folder, device)
+
+Text2Image.pretrained = classmethod(_pretrained)
 
 # %% ../nbs/08_sample.ipynb #67e59522
 def show_samples(res: Text2ImageResult, stages=None, width: float = 1.6, max_rows: int = 8):

@@ -1,0 +1,41 @@
+"""Write attngan/assets from a trained run: the shipped model, the evaluator and the evaluation DAMSM.
+
+    python .ci/ship_model.py RUN [--info train_info.json] [--metrics RUN/metrics.json]
+
+RUN is the --out folder of `attngan train`. The evaluator and the evaluation DAMSM of the default synthetic-birds
+set are copied from the user cache ($ATTNGAN_CACHE, default ~/.cache/attngan), where `attngan evaluate` left them.
+Weights are stored in half precision; every folder gets a SHA256SUMS file that the loaders verify.
+"""
+import argparse, json, shutil
+from pathlib import Path
+import torch
+from attngan.sample import package_model, assets_dir, write_checksums, SHIPPED_MODEL
+from attngan.metrics import metrics_cache_dir
+
+def half_copy(src: Path, dst: Path, weights: tuple, others: tuple):
+    "Copy `others` as they are and `weights` (tensors-only checkpoints, possibly nested dicts) in half precision."
+    dst.mkdir(parents=True, exist_ok=True)
+    cast = lambda d: {k: cast(v) if isinstance(v, dict) else (v.half() if v.is_floating_point() else v) for k, v in d.items()}
+    for f in weights: torch.save(cast(torch.load(src/f, map_location='cpu', weights_only=True)), dst/f)
+    for f in others: shutil.copyfile(src/f, dst/f)
+    write_checksums(dst)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('run'); ap.add_argument('--info', default=None); ap.add_argument('--metrics', default=None)
+    a = ap.parse_args()
+    assets = assets_dir()
+    info = json.loads(Path(a.info).read_text()) if a.info else None
+    out = package_model(a.run, assets/SHIPPED_MODEL, half=True, info=info)
+    if a.metrics: shutil.copyfile(a.metrics, out/'metrics.json'); write_checksums(out)
+    cache = metrics_cache_dir()
+    for ev in sorted((cache/'evaluators').glob('n11788_s128_seed0_*')):
+        half_copy(ev, assets/'evaluators'/ev.name, ('evaluator.pt',), ('evaluator.json',))
+    for dm in sorted((cache/'eval_damsm').glob('n11788_s128_seed0_*')):
+        half_copy(dm, assets/'eval_damsm'/dm.name, ('damsm.pt',), ('config.json', 'vocab.json'))
+    total = sum(p.stat().st_size for p in assets.rglob('*') if p.is_file())
+    for p in sorted(assets.rglob('*')):
+        if p.is_file(): print(f"{p.stat().st_size / 2**20:7.2f} MiB  {p.relative_to(assets)}")
+    print(f"{total / 2**20:7.2f} MiB  in all")
+
+if __name__ == '__main__': main()
