@@ -92,7 +92,7 @@ def _call(self, captions, seed: int = 0, n: int = 1) -> Text2ImageResult:
 
 Text2Image.__call__ = _call
 
-# %% ../nbs/08_sample.ipynb #f2f93f86
+# %% ../nbs/08_sample.ipynb #511384d3
 def _from_checkpoint(cls, run, device='cpu') -> Text2Image:
     "Load the EMA generator, text encoder, vocabulary and config of a training run folder."
     from attngan.pretrain import load_damsm, _load_tensors
@@ -107,7 +107,9 @@ def _from_checkpoint(cls, run, device='cpu') -> Text2Image:
     try: G.load_state_dict(_load_tensors(run/'generator.pt'))
     except RuntimeError as e:
         raise InvalidInput(f"{run/'generator.pt'} does not fit the generator of {run/'config.json'} ({str(e).splitlines()[0][:120]}); the files come from different runs.") from None
-    return cls(G, text_encoder, vocab, cfg).to(device)
+    pipe = cls(G, text_encoder, vocab, cfg).to(device)
+    pipe.run = run                                                        # where it came from (e.g. for its discriminators)
+    return pipe
 
 Text2Image.from_checkpoint = classmethod(_from_checkpoint)
 
@@ -145,7 +147,7 @@ def verify_checksums(folder) -> None:
         if file_sha256(folder/name) != digest:
             raise InvalidInput(f"{folder/name} does not match its checksum in SHA256SUMS (a damaged or altered file); reinstall attngan.")
 
-# %% ../nbs/08_sample.ipynb #9002968d
+# %% ../nbs/08_sample.ipynb #d26a17bc
 def package_model(run, out, half: bool = True, info: dict | None = None) -> Path:
     "Copy a run's config, vocabulary, DAMSM encoders and EMA generator into `out` (half precision), with SHA256SUMS."
     import json, shutil
@@ -158,6 +160,8 @@ def package_model(run, out, half: bool = True, info: dict | None = None) -> Path
     dm = _load_tensors(run/'damsm.pt')
     torch.save({k: cast(dm[k]) for k in ('text_encoder', 'image_encoder')}, out/'damsm.pt')
     torch.save(cast(_load_tensors(run/'generator.pt')), out/'generator.pt')
+    if (run/'train_state.pt').is_file():                                  # the discriminators, for inspecting the stages
+        torch.save({'Ds': [cast(d) for d in _load_tensors(run/'train_state.pt')['Ds']]}, out/'discriminators.pt')
     if info is not None: (out/'train_info.json').write_text(json.dumps(info, indent=1) + '\n')
     write_checksums(out)
     return out

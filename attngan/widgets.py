@@ -339,20 +339,22 @@ def swap_figure(res: Text2ImageResult, r0: int = 0, r1: int = 1, width: float = 
     for ax, t in zip(axs[0], ('before', 'after', 'where it changed')): ax.set_title(t, fontsize=7)
     return fig
 
-# %% ../nbs/10_widgets.ipynb #c35855d2
+# %% ../nbs/10_widgets.ipynb #b17c1340
 def load_discriminators(run, cfg: Config | None = None) -> nn.ModuleList:
-    "Every stage's discriminator from RUN/train_state.pt, in eval mode."
+    "Every stage's discriminator from RUN/train_state.pt (a training run) or RUN/discriminators.pt (a shipped model), in eval mode."
     from attngan.train import load_train_state
+    from attngan.pretrain import _load_tensors
     from attngan.discriminators import build_discriminators
     run = Path(run).expanduser()
-    if not (run/'train_state.pt').is_file():
+    src = run/'discriminators.pt' if (run/'discriminators.pt').is_file() else run/'train_state.pt'
+    if not src.is_file():
         raise MissingPath(f"{run} has no train_state.pt: discriminators are kept only in the run folders of `attngan train`.")
     cfg = cfg or Config.from_json(run/'config.json')
-    Ds, sd = build_discriminators(cfg), load_train_state(run)
+    Ds, sd = build_discriminators(cfg), (_load_tensors(src) if src.name == 'discriminators.pt' else load_train_state(run))
     try:
         for D, s in zip(Ds, sd['Ds'], strict=True): D.load_state_dict(s)
     except (RuntimeError, ValueError) as e:
-        raise InvalidInput(f"The discriminators in {run/'train_state.pt'} do not fit the config ({str(e).splitlines()[0][:120]}).") from None
+        raise InvalidInput(f"The discriminators in {src} do not fit the config ({str(e).splitlines()[0][:120]}).") from None
     return Ds.eval()
 
 @torch.no_grad()
@@ -378,7 +380,7 @@ def discriminator_figure(scores: list, width: float = 2.6) -> Figure:
     ax.tick_params(axis='y', labelsize=7); ax.set_ylabel('D(x) probability', fontsize=7); ax.legend(fontsize=6, frameon=False)
     return fig
 
-# %% ../nbs/10_widgets.ipynb #fccb3f36
+# %% ../nbs/10_widgets.ipynb #187e5ed2
 SECTIONS = dict(spill='Attention spill', classes='Words attention ignores', diversity='z vanishing: diversity over seeds',
                 consistency='Stage consistency', swap='Control by words', discriminators='Discriminator scores per stage')
 
@@ -395,6 +397,10 @@ class StageInspector(W.VBox):
                  seed: int = 0, n_seeds: int = 6, width: float = 1.3):
         super().__init__()
         self.t2i, self.evaluator, self.n_seeds, self.width = t2i, evaluator, n_seeds, width
+        if discriminators is None and getattr(t2i, 'run', None) is not None:    # the model's own folder, when it has them
+            try: discriminators = load_discriminators(t2i.run, t2i.cfg)
+            except UserError: pass
+        if discriminators is False: discriminators = None                       # False: none, even if the folder has them
         self.Ds = load_discriminators(discriminators, t2i.cfg) if isinstance(discriminators, (str, Path)) else discriminators
         self.res, self.labels, self.numbers, self._busy, self._auto_swap, self._toks = None, None, {}, False, '', []
         self.caption = W.Text(value=caption, description='caption', continuous_update=False, layout=W.Layout(width='560px'))
