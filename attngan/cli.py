@@ -28,7 +28,7 @@ def cmd_bench(a):
     from attngan.bench import run_bench
     run_bench(preset(a.preset), batch=a.batch, parts=tuple(a.parts.split(',')), n=a.n, threads=a.threads)
 
-# %% ../nbs/11_cli.ipynb #3f8a4af3
+# %% ../nbs/11_cli.ipynb #e943ec00
 def cmd_pretrain_damsm(a):
     "Pre-train the DAMSM text and image encoders."
     from attngan.pretrain import cli_pretrain_damsm
@@ -39,7 +39,7 @@ def cmd_pretrain_damsm(a):
 def cmd_train(a):
     "Train AttnGAN (also under torchrun for several processes)."
     from attngan.train import cli_train
-    cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed)
+    cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite)
 
 # %% ../nbs/11_cli.ipynb #271c974e
 def cmd_sample(a):
