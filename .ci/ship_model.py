@@ -15,7 +15,7 @@ from attngan.metrics import metrics_cache_dir
 def half_copy(src: Path, dst: Path, weights: tuple, others: tuple):
     "Copy `others` as they are and `weights` (tensors-only checkpoints, possibly nested dicts) in half precision."
     dst.mkdir(parents=True, exist_ok=True)
-    cast = lambda d: {k: cast(v) if isinstance(v, dict) else (v.half() if v.is_floating_point() else v) for k, v in d.items()}
+    cast = lambda d: {k: cast(v) if isinstance(v, dict) else (v.half() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in d.items()}
     for f in weights: torch.save(cast(torch.load(src/f, map_location='cpu', weights_only=True)), dst/f)
     for f in others: shutil.copyfile(src/f, dst/f)
     write_checksums(dst)
