@@ -23,7 +23,7 @@ from .pretrain import save_damsm, load_damsm, atomic_write, atomic_torch_save, a
 # %% auto #0
 __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'DistInfo', 'setup_distributed', 'bare', 'mix_seed', 'EpochBatchSampler',
            'SeededSamples', 'train_loader', 'batch_stream', 'DiscriminatorLoss', 'TrainState', 'build_state',
-           'draw_noise', 'd_step', 'g_step', 'ema_update', 'fixed_batch', 'sample_fixed', 'plot_samples',
+           'draw_noise', 'd_step', 'g_step', 'ema_update', 'ema_decay', 'fixed_batch', 'sample_fixed', 'plot_samples',
            'plot_attention', 'save_figure', 'write_samples', 'plot_losses', 'temp_files', 'rng_states',
            'set_rng_states', 'train_state_dict', 'save_checkpoint', 'load_train_state', 'restore', 'data_root',
            'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings', 'load_run_damsm',
@@ -199,12 +199,16 @@ def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, c
     for D in Ds: D.requires_grad_(True)
     return dict(G=loss.detach(), G_adv=adv.detach(), DAMSM=damsm.detach(), KL=kl.detach())
 
-# %% ../nbs/07_train.ipynb #78f64e5a
+# %% ../nbs/07_train.ipynb #1f824bc1
 @torch.no_grad()
 def ema_update(G_ema: nn.Module, G: nn.Module, decay: float = 0.999):
     "G_ema <- decay * G_ema + (1 - decay) * G for the weights; buffers copied."
     for pe, p in zip(G_ema.parameters(), G.parameters()): pe.lerp_(p, 1 - decay)
     for be, b_ in zip(G_ema.buffers(), G.buffers()): be.copy_(b_)
+
+def ema_decay(decay: float, step: int) -> float:
+    "The EMA decay at generator step `step` (0-based): `decay`, ramped up from 0.1 by (1 + step) / (10 + step)."
+    return min(decay, (1 + step) / (10 + step))
 
 # %% ../nbs/07_train.ipynb #f5f91a4e
 def fixed_batch(root, vocab: Vocab, cfg: Config, text_encoder: nn.Module, n: int = 6, device='cpu') -> dict:
@@ -522,7 +526,7 @@ def check_finite(rec: dict, step: int, last_ckpt: int, out):
     if bad: raise TrainingDiverged(f"Training stopped at step {step}: the {bad[0]} loss became {rec[bad[0]]}; the last good "
                                    f"checkpoint (step {last_ckpt}) is kept in {out}; lower the learning rates and resume from it.")
 
-# %% ../nbs/07_train.ipynb #9865916f
+# %% ../nbs/07_train.ipynb #16d8823a
 def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it)
           out='runs/train',               # run folder: config, vocab, DAMSM copy, checkpoints, samples, losses
           damsm=None,                     # folder of a pre-trained DAMSM (pretrain-damsm --out); None: untrained encoders
@@ -563,7 +567,7 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
             # 4. the generator: adversarial at every stage + lambda * DAMSM on the last + KL (Eq. 3-4)
             losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, cfg)
             # 5. the EMA copy of G that samples are drawn from
-            ema_update(st.G_ema, bare(st.G), cfg.train.ema)
+            ema_update(st.G_ema, bare(st.G), ema_decay(cfg.train.ema, st.step))
             st.step, st.epoch, st.batch = st.step + 1, epoch, i + 1
             # then: log (averaged over processes), stop on a non-finite loss, samples, checkpoints, time budget
             rec, stop = sync_step(losses, minutes is not None and time.perf_counter() - t_start > 60 * minutes, dd)
