@@ -42,7 +42,12 @@ def test_sample_errors(tiny_run):
     one_line_error(run('sample', 'qqq zzz', '--run', tiny_run/'gan', '--out', tiny_run/'x'), 'None of the words')
     one_line_error(run('sample', 'a red bird', '--run', tiny_run/'nope'), 'No run folder')
     one_line_error(run('sample', 'a red bird', '--run', tiny_run/'damsm'), 'DAMSM pre-training run')
-    one_line_error(run('sample', 'a red bird'), '--run')
+
+
+def test_sample_without_run_uses_the_shipped_model(tmp_path):
+    r = run('sample', 'this bird has a red crown and a blue wing', '--out', tmp_path/'s', '--n', '2')
+    assert r.returncode == 0 and 'shipped with attngan' in r.stdout, (r.stdout, r.stderr)
+    assert sorted(p.name for p in (tmp_path/'s').glob('*_64px.png')) == ['caption0_sample0_64px.png', 'caption0_sample1_64px.png']
 
 
 def test_train_errors(tiny_run):
