@@ -12,7 +12,7 @@ from .config import UserError, InvalidInput, PRESETS, preset
 __all__ = ['cmd_make_birds', 'cmd_bench', 'cmd_pretrain_damsm', 'cmd_train', 'cmd_sample', 'cmd_evaluate', 'cmd_demo',
            'make_parser', 'main']
 
-# %% ../nbs/11_cli.ipynb #fcd78c56
+# %% ../nbs/11_cli.ipynb #3b3a2810
 def cmd_make_birds(a):
     "Write a synthetic-birds data set in the CUB/AttnGAN layout."
     from attngan.synthbirds import make_birds
@@ -26,7 +26,8 @@ def cmd_make_birds(a):
 def cmd_bench(a):
     "Print the speed and memory table."
     from attngan.bench import run_bench
-    run_bench(preset(a.preset), batch=a.batch, parts=tuple(a.parts.split(',')), n=a.n, threads=a.threads)
+    cfg = preset(a.preset); cfg.train.amp = a.amp
+    run_bench(cfg, batch=a.batch, parts=tuple(a.parts.split(',')), n=a.n, threads=a.threads)
 
 # %% ../nbs/11_cli.ipynb #e943ec00
 def cmd_pretrain_damsm(a):
@@ -68,7 +69,7 @@ def cmd_demo(a):
     from attngan.demo import run_demo
     run_demo(out=a.out, minutes=a.minutes, preset=a.preset, quiet=a.quiet, evaluate=not a.no_eval)
 
-# %% ../nbs/11_cli.ipynb #f57bf79f
+# %% ../nbs/11_cli.ipynb #2aab59f8
 def make_parser() -> argparse.ArgumentParser:
     "The `attngan` argument parser."
     p = argparse.ArgumentParser(prog='attngan', description="AttnGAN text-to-image: data, DAMSM, training, sampling. "
@@ -137,6 +138,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help='comma-separated parts to measure: data, generator, discriminators, damsm, iteration (a whole training step) (default: all)')
     s.add_argument('--n', type=int, default=2000, help='images for the data benchmarks (default: 2000)')
     s.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    s.add_argument('--amp', default='', choices=['', 'bf16'], help="'bf16': the iteration under bfloat16 autocast (default: float32)")
     s.set_defaults(func=cmd_bench)
     return p
 

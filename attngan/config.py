@@ -91,7 +91,7 @@ class GANConfig:
     sentence_to_refine: bool = False# beyond the paper: feed the sentence vector to the refinement stages
     share_refine: bool = False      # beyond the paper: refinement stages share weights
 
-# %% ../nbs/00_config.ipynb #a968eba8
+# %% ../nbs/00_config.ipynb #1f9f7d7c
 @dataclass
 class TrainConfig:
     "The GAN training loop (paper Sec. 4)."
@@ -105,6 +105,7 @@ class TrainConfig:
     sample_every: int = 500         # write a sample grid every this many generator steps
     ckpt_every: int = 1000          # write a checkpoint every this many generator steps
     threads: int = 0                # torch CPU threads (0 = leave torch's default)
+    amp: str = ''                   # '' (float32) or 'bf16': bfloat16 autocast for G, D and the losses (beyond the paper; opt-in)
 
 # %% ../nbs/00_config.ipynb #4ac8409f
 def _from_dict(cls, d: dict, where: str):

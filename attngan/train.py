@@ -23,8 +23,8 @@ from .pretrain import save_damsm, load_damsm, atomic_write, atomic_torch_save, a
 # %% auto #0
 __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'DistInfo', 'setup_distributed', 'bare', 'mix_seed', 'EpochBatchSampler',
            'SeededSamples', 'train_loader', 'batch_stream', 'DiscriminatorLoss', 'TrainState', 'build_state',
-           'draw_noise', 'd_step', 'g_step', 'ema_update', 'ema_decay', 'fixed_batch', 'sample_fixed', 'plot_samples',
-           'plot_attention', 'save_figure', 'write_samples', 'plot_losses', 'temp_files', 'rng_states',
+           'draw_noise', 'autocast', 'd_step', 'g_step', 'ema_update', 'ema_decay', 'fixed_batch', 'sample_fixed',
+           'plot_samples', 'plot_attention', 'save_figure', 'write_samples', 'plot_losses', 'temp_files', 'rng_states',
            'set_rng_states', 'train_state_dict', 'save_checkpoint', 'load_train_state', 'restore', 'data_root',
            'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings', 'load_run_damsm',
            'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite', 'train', 'cli_train', 'add_train_args',
@@ -171,12 +171,17 @@ def draw_noise(cfg: Config, B: int, seed: int, device='cpu') -> dict:
     noise = [torch.randn(B, z_dim, generator=g).to(device) for _ in cfg.gan.sizes[1:]] if cfg.gan.noise_every_stage else None
     return dict(z=z.to(device), eps=eps.to(device), noise=noise)
 
-# %% ../nbs/07_train.ipynb #d6ddf2f1
-def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent) -> dict:
+# %% ../nbs/07_train.ipynb #d42b2210
+def autocast(cfg: Config, device):
+    "bfloat16 autocast when `cfg.train.amp == 'bf16'` (forward passes only; weights and optimisers stay float32)."
+    if cfg.train.amp not in ('', 'bf16'): raise InvalidInput(f"Unknown cfg.train.amp {cfg.train.amp!r}; choose '' (float32) or 'bf16'.")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train.amp == 'bf16')
+
+def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent, amp=contextlib.nullcontext) -> dict:
     "Update each stage's discriminator on its real images vs the detached fakes, paper Eq. 5; return the losses."
     logs = {}
     for i, (d_loss, opt, real, fake) in enumerate(zip(d_losses, opt_ds, reals, fakes)):
-        loss = d_loss(real, fake.detach(), sent)          # discriminator_loss of stage i, Eq. 5
+        with amp(): loss = d_loss(real, fake.detach(), sent)   # discriminator_loss of stage i, Eq. 5
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -184,15 +189,17 @@ def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent) -> dict
     logs['D'] = sum(logs.values())
     return logs
 
-# %% ../nbs/07_train.ipynb #ab02c467
-def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, class_ids, cfg: Config) -> dict:
+# %% ../nbs/07_train.ipynb #ed459196
+def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, class_ids, cfg: Config,
+           amp=contextlib.nullcontext) -> dict:
     "Update G: adversarial loss of every stage + lambda * DAMSM on the last stage + KL of CA, paper Eq. 3-4."
     for D in Ds: D.requires_grad_(False)                          # the Ds judge here; their weights stay put
-    adv = sum(generator_adv_loss(D, img, sent) for D, img in zip(Ds, fake.images))       # sum_i L_Gi, Eq. 4
-    regions, glob = image_encoder(fake.images[-1])                # (B, D, h, w), (B, D): frozen DAMSM
-    damsm = damsm_loss(regions, glob, words, sent, mask, class_ids, cfg).loss             # words + sentence
-    kl = kl_loss(fake.mu, fake.logvar)
-    loss = adv + cfg.gan.lambda_damsm * damsm + cfg.gan.kl_weight * kl                    # Eq. 3 (+ CA's KL)
+    with amp():
+        adv = sum(generator_adv_loss(D, img, sent) for D, img in zip(Ds, fake.images))   # sum_i L_Gi, Eq. 4
+        regions, glob = image_encoder(fake.images[-1])            # (B, D, h, w), (B, D): frozen DAMSM
+        damsm = damsm_loss(regions.float(), glob.float(), words, sent, mask, class_ids, cfg).loss   # words + sentence
+    kl = kl_loss(fake.mu.float(), fake.logvar.float())
+    loss = adv.float() + cfg.gan.lambda_damsm * damsm.float() + cfg.gan.kl_weight * kl  # Eq. 3 (+ CA's KL)
     opt_g.zero_grad(set_to_none=True)
     loss.backward()
     opt_g.step()
@@ -412,8 +419,8 @@ def clear_run(out) -> list[Path]:
         with contextlib.suppress(OSError): d.rmdir()          # only when nothing else is left in it
     return gone
 
-# %% ../nbs/07_train.ipynb #22557e4f
-RESUME_FREE = ('name', 'data.root', 'data.num_workers', 'train.threads')   # may differ when a run is resumed
+# %% ../nbs/07_train.ipynb #483d9fda
+RESUME_FREE = ('name', 'data.root', 'data.num_workers', 'train.threads', 'train.amp')   # may differ when a run is resumed
 
 def config_diff(old: Config, new: Config, skip=RESUME_FREE) -> list[str]:
     "The settings that differ, as 'section.key: old -> new', GAN and training settings first."
@@ -526,7 +533,7 @@ def check_finite(rec: dict, step: int, last_ckpt: int, out):
     if bad: raise TrainingDiverged(f"Training stopped at step {step}: the {bad[0]} loss became {rec[bad[0]]}; the last good "
                                    f"checkpoint (step {last_ckpt}) is kept in {out}; lower the learning rates and resume from it.")
 
-# %% ../nbs/07_train.ipynb #16d8823a
+# %% ../nbs/07_train.ipynb #919711fe
 def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it)
           out='runs/train',               # run folder: config, vocab, DAMSM copy, checkpoints, samples, losses
           damsm=None,                     # folder of a pre-trained DAMSM (pretrain-damsm --out); None: untrained encoders
@@ -549,6 +556,8 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
         if st.step >= total: say(f"The run in {out} is at step {st.step} already (target {total}); nothing to do."); return st
         if not resume and dd.main: write_samples(st, fixed, out); save_checkpoint(st, out)   # step 0: resumable at once
         first, last_ckpt, t0 = st.step, st.step, time.perf_counter()
+        amp = lambda: autocast(cfg, dev)                                          # bfloat16 forward passes when cfg.train.amp == 'bf16'
+        amp()                                                                     # an unknown cfg.train.amp: one sentence, now
         batches = batch_stream(loader, sampler, st.epoch, st.batch)
         bar = progress_bar(range(first, total)) if progress and dd.main else range(first, total)
         log_every, stop = max(1, min(100, (total - first) // 10)), False
@@ -561,11 +570,11 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
             with torch.no_grad(): words, sent = st.text_encoder(captions, lengths)    # (B, D, T), (B, D)
             # 2. images of every stage from noise z drawn from (seed, rank, step)
             nz = draw_noise(cfg, len(captions), mix_seed(cfg.train.seed, 2, dd.rank, st.step), dev)
-            fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
+            with amp(): fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
             # 3. each discriminator: real images of its size vs the detached fakes (Eq. 5)
-            losses = d_step(st.d_losses, st.opt_ds, reals, fake.images, sent)
+            losses = d_step(st.d_losses, st.opt_ds, reals, fake.images, sent, amp)
             # 4. the generator: adversarial at every stage + lambda * DAMSM on the last + KL (Eq. 3-4)
-            losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, cfg)
+            losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, cfg, amp)
             # 5. the EMA copy of G that samples are drawn from
             ema_update(st.G_ema, bare(st.G), ema_decay(cfg.train.ema, st.step))
             st.step, st.epoch, st.batch = st.step + 1, epoch, i + 1
