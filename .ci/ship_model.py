@@ -8,15 +8,14 @@ Weights are stored in half precision; every folder gets a SHA256SUMS file that t
 """
 import argparse, json, shutil
 from pathlib import Path
-import torch
-from attngan.sample import package_model, assets_dir, write_checksums, SHIPPED_MODEL
+from attngan.sample import package_model, assets_dir, write_checksums, half_precision, SHIPPED_MODEL
+from attngan.pretrain import _load_tensors, atomic_torch_save
 from attngan.metrics import metrics_cache_dir
 
 def half_copy(src: Path, dst: Path, weights: tuple, others: tuple):
-    "Copy `others` as they are and `weights` (tensors-only checkpoints, possibly nested dicts) in half precision."
+    "Copy `others` as they are and `weights` (tensors-only checkpoints) in half precision."
     dst.mkdir(parents=True, exist_ok=True)
-    cast = lambda d: {k: cast(v) if isinstance(v, dict) else (v.half() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in d.items()}
-    for f in weights: torch.save(cast(torch.load(src/f, map_location='cpu', weights_only=True)), dst/f)
+    for f in weights: atomic_torch_save(half_precision(_load_tensors(src/f)), dst/f)
     for f in others: shutil.copyfile(src/f, dst/f)
     write_checksums(dst)
 

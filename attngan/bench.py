@@ -125,13 +125,13 @@ def bench_damsm_loss(cfg: Config, batch: int | None = None, T: int = 18) -> Benc
     dt = timeit(step, min_time=2.0, max_calls=20)
     return BenchRow('DAMSM losses fwd+bwd', f'B={B} T={T} 17x17 regions', dt, B / dt, _peak(dev))
 
-# %% ../nbs/12_bench.ipynb #99d0ea5f
+# %% ../nbs/12_bench.ipynb #0b755a16
 def bench_iteration(cfg: Config, batch: int, T: int = 18) -> BenchRow:
     "One full training iteration of `attngan.train` (text encoder, G, every D update, G update with DAMSM loss, EMA)."
     import warnings
     from attngan.damsm import TextEncoder, image_encoder
     from attngan.data import Vocab
-    from attngan.train import build_state, draw_noise, d_step, g_step, ema_update, autocast
+    from attngan.train import build_state, draw_noise, train_step, autocast
     dev, n_words = _device(), 5000
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')                                       # Inception without weights: random trunk
@@ -145,12 +145,7 @@ def bench_iteration(cfg: Config, batch: int, T: int = 18) -> BenchRow:
     mask, class_ids = (torch.arange(T)[None] < lengths[:, None]).to(dev), torch.arange(batch, device=dev) % 7
     amp = lambda: autocast(cfg, dev)                                          # cfg.train.amp: '' or 'bf16'
     def step():
-        with torch.no_grad(): words, sent = st.text_encoder(captions, lengths.to(dev))
-        nz = draw_noise(cfg, batch, 0, dev)
-        with amp(): fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
-        d_step(st.d_losses, st.opt_ds, reals, fake.images, sent, amp)
-        g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, cfg, amp)
-        ema_update(st.G_ema, st.G, cfg.train.ema)
+        train_step(st, reals, captions, lengths.to(dev), mask, class_ids, draw_noise(cfg, batch, 0, dev), amp)
         if dev.type == 'cuda': torch.cuda.synchronize()
     dt = timeit(step, min_time=4.0, max_calls=10)
     return BenchRow('training iteration', f'{"/".join(map(str, cfg.gan.sizes))}px B={batch} {cfg.damsm.image_encoder}{" bf16" if cfg.train.amp else ""}',

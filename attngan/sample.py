@@ -15,7 +15,8 @@ from .core import Generator
 
 # %% auto #0
 __all__ = ['SHIPPED_MODEL', 'Text2ImageResult', 'to_uint8', 'Text2Image', 'encode_captions', 'assets_dir', 'file_sha256',
-           'write_checksums', 'verify_checksums', 'package_model', 'show_samples', 'show_word_attention', 'save_result']
+           'write_checksums', 'verify_checksums', 'half_precision', 'package_model', 'show_samples',
+           'show_word_attention', 'save_result']
 
 # %% ../nbs/08_sample.ipynb #c08074f7
 @dataclass
@@ -147,21 +148,27 @@ def verify_checksums(folder) -> None:
         if file_sha256(folder/name) != digest:
             raise InvalidInput(f"{folder/name} does not match its checksum in SHA256SUMS (a damaged or altered file); reinstall attngan.")
 
-# %% ../nbs/08_sample.ipynb #d26a17bc
+# %% ../nbs/08_sample.ipynb #443c6e8c
+def half_precision(obj):
+    "A checkpoint (nested dicts and lists of tensors) with its floating-point tensors in float16; the rest unchanged."
+    if isinstance(obj, dict): return {k: half_precision(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return type(obj)(half_precision(v) for v in obj)
+    return obj.half() if torch.is_tensor(obj) and obj.is_floating_point() else obj
+
 def package_model(run, out, half: bool = True, info: dict | None = None) -> Path:
     "Copy a run's config, vocabulary, DAMSM encoders and EMA generator into `out` (half precision), with SHA256SUMS."
     import json, shutil
-    from attngan.pretrain import _load_tensors
+    from attngan.pretrain import _load_tensors, atomic_torch_save
     run, out = Path(run).expanduser(), Path(out).expanduser()
     Text2Image.from_checkpoint(run)                                       # a complete, loadable run, or one clear error
     out.mkdir(parents=True, exist_ok=True)
-    cast = lambda d: {k: (v.half() if half and v.is_floating_point() else v) for k, v in d.items()}
+    cast = half_precision if half else (lambda d: d)
     for f in ('config.json', 'vocab.json'): shutil.copyfile(run/f, out/f)
     dm = _load_tensors(run/'damsm.pt')
-    torch.save({k: cast(dm[k]) for k in ('text_encoder', 'image_encoder')}, out/'damsm.pt')
-    torch.save(cast(_load_tensors(run/'generator.pt')), out/'generator.pt')
+    atomic_torch_save(cast({k: dm[k] for k in ('text_encoder', 'image_encoder')}), out/'damsm.pt')
+    atomic_torch_save(cast(_load_tensors(run/'generator.pt')), out/'generator.pt')
     if (run/'train_state.pt').is_file():                                  # the discriminators, for inspecting the stages
-        torch.save({'Ds': [cast(d) for d in _load_tensors(run/'train_state.pt')['Ds']]}, out/'discriminators.pt')
+        atomic_torch_save(cast({'Ds': _load_tensors(run/'train_state.pt')['Ds']}), out/'discriminators.pt')
     if info is not None: (out/'train_info.json').write_text(json.dumps(info, indent=1) + '\n')
     write_checksums(out)
     return out

@@ -27,8 +27,8 @@ __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'DistInfo', 'setup_distribut
            'plot_samples', 'plot_attention', 'save_figure', 'write_samples', 'plot_losses', 'temp_files', 'rng_states',
            'set_rng_states', 'train_state_dict', 'save_checkpoint', 'load_train_state', 'restore', 'data_root',
            'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings', 'load_run_damsm',
-           'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite', 'train', 'cli_train', 'add_train_args',
-           'main_train']
+           'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite', 'train_step', 'train', 'cli_train',
+           'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #59c67b8d
 @dataclass
@@ -533,7 +533,22 @@ def check_finite(rec: dict, step: int, last_ckpt: int, out):
     if bad: raise TrainingDiverged(f"Training stopped at step {step}: the {bad[0]} loss became {rec[bad[0]]}; the last good "
                                    f"checkpoint (step {last_ckpt}) is kept in {out}; lower the learning rates and resume from it.")
 
-# %% ../nbs/07_train.ipynb #919711fe
+# %% ../nbs/07_train.ipynb #09b9fce5
+def train_step(st: TrainState, reals: list, captions, lengths, mask, class_ids, nz: dict, amp=contextlib.nullcontext) -> dict:
+    "One AttnGAN iteration on a batch with noise `nz` (`draw_noise`): every D, then G, then the EMA; the step's losses."
+    # 1. text features from the frozen DAMSM text encoder
+    with torch.no_grad(): words, sent = st.text_encoder(captions, lengths)        # (B, D, T), (B, D)
+    # 2. images of every stage from the noise
+    with amp(): fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
+    # 3. each discriminator: real images of its size vs the detached fakes (Eq. 5)
+    losses = d_step(st.d_losses, st.opt_ds, reals, fake.images, sent, amp)
+    # 4. the generator: adversarial at every stage + lambda * DAMSM on the last + KL (Eq. 3-4)
+    losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, st.cfg, amp)
+    # 5. the EMA copy of G that samples are drawn from
+    ema_update(st.G_ema, bare(st.G), ema_decay(st.cfg.train.ema, st.step))
+    return losses
+
+# %% ../nbs/07_train.ipynb #62a0afcf
 def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it)
           out='runs/train',               # run folder: config, vocab, DAMSM copy, checkpoints, samples, losses
           damsm=None,                     # folder of a pre-trained DAMSM (pretrain-damsm --out); None: untrained encoders
@@ -566,17 +581,8 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
             epoch, i, batch = next(batches)
             reals = [x.to(dev) for x in batch['images']]                          # one (B, 3, s, s) per stage
             captions, lengths, mask, class_ids = (batch[k].to(dev) for k in ('captions', 'lengths', 'mask', 'class_ids'))
-            # 1. text features from the frozen DAMSM text encoder
-            with torch.no_grad(): words, sent = st.text_encoder(captions, lengths)    # (B, D, T), (B, D)
-            # 2. images of every stage from noise z drawn from (seed, rank, step)
-            nz = draw_noise(cfg, len(captions), mix_seed(cfg.train.seed, 2, dd.rank, st.step), dev)
-            with amp(): fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
-            # 3. each discriminator: real images of its size vs the detached fakes (Eq. 5)
-            losses = d_step(st.d_losses, st.opt_ds, reals, fake.images, sent, amp)
-            # 4. the generator: adversarial at every stage + lambda * DAMSM on the last + KL (Eq. 3-4)
-            losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, cfg, amp)
-            # 5. the EMA copy of G that samples are drawn from
-            ema_update(st.G_ema, bare(st.G), ema_decay(cfg.train.ema, st.step))
+            nz = draw_noise(cfg, len(captions), mix_seed(cfg.train.seed, 2, dd.rank, st.step), dev)   # z from (seed, rank, step)
+            losses = train_step(st, reals, captions, lengths, mask, class_ids, nz, amp)           # the five steps
             st.step, st.epoch, st.batch = st.step + 1, epoch, i + 1
             # then: log (averaged over processes), stop on a non-finite loss, samples, checkpoints, time budget
             rec, stop = sync_step(losses, minutes is not None and time.perf_counter() - t_start > 60 * minutes, dd)

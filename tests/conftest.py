@@ -18,3 +18,13 @@ def birds_copy(birds_root, tmp_path) -> Path:
     dst = tmp_path/'birds'
     shutil.copytree(birds_root, dst)
     return dst
+
+
+@pytest.fixture
+def one_thread():
+    "torch on one thread for the test (the suite shares 2 cores with the notebooks' own runs), restored after."
+    import torch
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
