@@ -14,9 +14,9 @@ from .config import Config, TextConfig, DAMSMConfig, InvalidInput, MissingPath
 from .attention import region_softmax
 
 # %% auto #0
-__all__ = ['TextEncoder', 'PartPooling', 'CNNEncoder', 'load_inception_weights', 'InceptionEncoder', 'image_encoder',
-           'word_similarity', 'matching_loss', 'words_loss', 'sent_loss', 'DAMSMLoss', 'damsm_loss', 'r_precision',
-           'plot_word_attention']
+__all__ = ['TextEncoder', 'resize_images', 'PartPooling', 'CNNEncoder', 'load_inception_weights', 'InceptionEncoder',
+           'image_encoder', 'word_similarity', 'matching_loss', 'words_loss', 'sent_loss', 'DAMSMLoss', 'damsm_loss',
+           'r_precision', 'plot_word_attention']
 
 # %% ../nbs/04_damsm.ipynb #3f5b14f2
 class TextEncoder(nn.Module):
@@ -53,10 +53,13 @@ def _down(c_in, c_out, norm=True):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm),
                          *([nn.BatchNorm2d(c_out)] if norm else []), nn.LeakyReLU(0.2, inplace=True))
 
-def _resize(x, size):
-    "Bilinear resize of (B, C, H, W) to size x size (anti-aliased when shrinking)."
-    if x.shape[-1] == size and x.shape[-2] == size: return x
-    return F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False, antialias=x.shape[-1] > size)
+def resize_images(x, size: int):
+    "Bilinear resize of (B, C, H, W) to size x size, anti-aliased when shrinking, in the dtype of `x`."
+    if x.shape[-2:] == (size, size): return x
+    shrink = max(x.shape[-2:]) > size
+    # torch's anti-aliased kernel has no bfloat16/float16 version: those go through float32 (also under autocast)
+    y = x.float() if shrink and x.dtype in (torch.bfloat16, torch.float16) else x
+    return F.interpolate(y, size=(size, size), mode='bilinear', align_corners=False, antialias=shrink).to(x.dtype)
 
 # %% ../nbs/04_damsm.ipynb #013b665d
 class PartPooling(nn.Module):
@@ -99,7 +102,7 @@ class CNNEncoder(nn.Module):
 
     def forward(self, images):
         "images (B, 3, s, s) in [-1, 1] -> regions (B, D, h, w), global (B, D)."
-        f = self.to_regions(_resize(images, self.image_size))       # (B, C, h, w)
+        f = self.to_regions(resize_images(images, self.image_size))       # (B, C, h, w)
         return self.emb_regions(f), self.emb_global(self.to_global(f))
 
 # %% ../nbs/04_damsm.ipynb #03fb7132
@@ -148,7 +151,7 @@ class InceptionEncoder(nn.Module):
 
     def trunk_features(self, images):
         "images (B, 3, s, s) in [-1, 1] -> Mixed_6e (B, 768, 17, 17), pooled Mixed_7c (B, 2048)."
-        f6 = self.trunk.to_6e(_resize(images, 299))
+        f6 = self.trunk.to_6e(resize_images(images, 299))
         return f6, self.trunk.to_7c(f6).mean((2, 3))
 
     def forward(self, images):

@@ -13,7 +13,7 @@ from PIL import Image
 from fastprogress.fastprogress import master_bar, progress_bar
 from .config import Config, UserError, InvalidInput, MissingPath, demo
 from .data import CUBDataset, Vocab, bbox_crop
-from .damsm import r_precision, load_inception_weights
+from .damsm import r_precision, load_inception_weights, resize_images
 from .attention import region_attention
 from .synthbirds import (ATTRIBUTES, ATTR_VALUES, ATTR_PART, PARTS, load_attributes, load_captions_gt,
                                 load_part_map, synth_info, synth_cache_dir, synth_root, word_value)
@@ -112,7 +112,7 @@ class BirdEvaluator(nn.Module):
 def _encode(self, x):
     "x (B, 3, s, s) in [-1, 1] -> x resized to self.size, features of the 4 levels."
     if x.dtype == torch.uint8: x = x.float() / 127.5 - 1
-    if x.shape[-1] != self.size: x = F.interpolate(x, size=(self.size, self.size), mode='bilinear', align_corners=False, antialias=True)
+    x = resize_images(x, self.size)                              # any dtype (bfloat16 via float32)
     skips = []
     for k, e in enumerate(self.enc): skips.append(e(x if k == 0 else F.max_pool2d(skips[-1], 2)))
     return x, skips                                             # (B, c, s, s) ... (B, 8c, s/8, s/8)

@@ -161,3 +161,14 @@ def test_mismatched_checkpoint(tmp_path):
     (run/'config.json').write_text(cfg.to_json())
     with pytest.raises(UserError, match='does not fit the networks') as e: train(None, run, steps=2, resume=True, **quiet)
     assert one_line(e)
+
+
+@pytest.mark.parametrize('image_size', [16, 32, 64], ids=['downsample', 'no-resize', 'upsample'])
+def test_bf16_step_for_any_damsm_input_size(tmp_path, image_size):
+    "tiny()'s last stage is 32 px: a DAMSM input of 16 shrinks it (anti-aliased), 32 keeps it, 64 grows it; bf16 trains in all three."
+    hist = {}
+    for amp in ('', 'bf16'):
+        cfg = tiny(); cfg.damsm.image_size = image_size; cfg.train.amp = amp
+        hist[amp] = train(cfg, tmp_path/(amp or 'fp32'), steps=1, **quiet).history[-1]
+    for k in ('D0', 'D1', 'G_adv', 'DAMSM', 'KL', 'G'):
+        assert hist['bf16'][k] == pytest.approx(hist[''][k], rel=2e-2), k     # same step, bfloat16 tolerance
