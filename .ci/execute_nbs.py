@@ -4,8 +4,8 @@
     python .ci/execute_nbs.py                 # every nbs/*.ipynb (slow cells skipped, as nbdev_test does)
     python .ci/execute_nbs.py 03_attention    # some of them
 
-Run it from the repository root with the project's venv; then `nbdev_clean` (run here too) keeps outputs and strips
-metadata. The notebooks run in nbs/ with IN_TEST unset, so they show the full (not the test-sized) results.
+Run it from the repository root with the project's venv; each executed notebook is then `nbdev_clean`ed (outputs
+kept, metadata stripped). The notebooks run in nbs/ with IN_TEST unset, so they show the full (not the test-sized) results.
 """
 import os, sys, subprocess, time
 from pathlib import Path
@@ -33,7 +33,9 @@ def main(argv):
     names = argv or [p.stem for p in sorted((ROOT/'nbs').glob('[0-9]*.ipynb'))]
     for n in names:
         p = ROOT/'nbs'/(n if n.endswith('.ipynb') else f'{n}.ipynb')
-        t0 = time.time(); execute(p); print(f'{p.name}: {time.time() - t0:.1f} s, {p.stat().st_size / 1024:.0f} KiB')
-    subprocess.run([str(Path(sys.executable).parent/'nbdev_clean')], cwd=ROOT, check=True)
+        t0 = time.time(); execute(p)
+        # clean only the notebook just run: another notebook may be open in an editor
+        subprocess.run([str(Path(sys.executable).parent/'nbdev_clean'), '--fname', str(p)], cwd=ROOT, check=True)
+        print(f'{p.name}: {time.time() - t0:.1f} s, {p.stat().st_size / 1024:.0f} KiB')
 
 if __name__ == '__main__': main(sys.argv[1:])
