@@ -182,3 +182,39 @@ def test_run_killed_before_its_first_checkpoint(tiny_run, tmp_path, capsys):
     rc, out, err = attngan(capsys, 'train', '--preset', 'tiny', '--out', run, '--steps', 1, '--overwrite', '--quiet')
     assert rc == 0, err
     assert load(run/'train_state.pt')['step'] == 1
+
+
+def test_sigkill_at_random_points_then_resume(tmp_path):
+    "Killed three times at random moments (between steps, mid-checkpoint, mid-sample), resumed each time: same run as never stopped."
+    import random
+    seed = int(os.environ.get('ATTNGAN_FAULT_SEED', random.randrange(10**6))); rng = random.Random(seed)
+    print(f'kill points drawn with ATTNGAN_FAULT_SEED={seed}')                  # rerun a failure with the same points
+    run, straight, target = tmp_path/'run', tmp_path/'straight', 80
+    cmd = [*ATTNGAN, 'train', '--preset', 'tiny', '--out', str(run), '--steps', str(target), '--quiet']
+    kills = []
+    for leg in range(3):
+        p = subprocess.Popen(cmd + (['--resume'] if leg else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+        try:
+            before = load(run/'train_state.pt')['step'] if leg else -1
+            t0 = time.time()
+            while not (run/'train_state.pt').exists() or load(run/'train_state.pt')['step'] <= before:   # this leg has saved once
+                assert p.poll() is None, p.stderr.read()
+                assert time.time() - t0 < 120, 'no new checkpoint within 2 minutes'
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0, 1.0))
+            os.kill(p.pid, signal.SIGKILL)
+        finally:
+            p.kill(); p.wait()
+        for f in run.glob('*.pt'): load(f)                                       # every checkpoint stays readable
+        kills.append(load(run/'train_state.pt')['step'])
+    assert kills == sorted(kills) and kills[-1] < target, (seed, kills)
+    r = subprocess.run(cmd + ['--resume'], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    st = load(run/'train_state.pt')
+    assert st['step'] == target and [h['step'] for h in st['history']] == list(range(1, target + 1))
+    assert not list(run.rglob('.*.pt.*.tmp'))
+    train(tiny(), straight, steps=target, **quiet)
+    ref = load(straight/'train_state.pt')
+    assert same_tensors(ref['G'], st['G']) and same_tensors(ref['G_ema'], st['G_ema']), (seed, kills)
+    assert all(same_tensors(a, b) for a, b in zip(ref['Ds'], st['Ds']))
+    assert losses(ref['history']) == losses(st['history'])
