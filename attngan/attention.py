@@ -56,15 +56,19 @@ class WordAttention(nn.Module):
         return c.view(B, C, H, W), attn.view(B, -1, H, W)
 
 # %% ../nbs/03_attention.ipynb #ad23a805
-def show_attention(attn,             # (T, H, W) attention maps of one sample
-                   tokens=None,      # a title per map
-                   size: float = 1.2, # inches per panel
-                   cmap: str = 'viridis'):
-    "Attention maps `(T, H, W)` as a row of small panels, one per word."
+def show_attention(attn,                      # (T, H, W) attention maps of one sample
+                   tokens=None,               # a title per map
+                   size: float = 1.2,         # inches per panel
+                   cmap: str = 'viridis',
+                   shared_scale: bool = True): # one colour scale, 0 to the largest peak, for all maps; False: each to its own peak
+    "Attention maps `(T, H, W)` as a row of small panels, one per word, each titled with its peak value."
     attn = attn.detach().float().cpu().numpy()
-    fig, axs = plt.subplots(1, len(attn), figsize=(size * len(attn), size * 1.15), squeeze=False)
+    peaks = attn.reshape(len(attn), -1).max(1)                     # (T,)
+    fig, axs = plt.subplots(1, len(attn), figsize=(size * len(attn), size * 1.3), squeeze=False)
     for i, ax in enumerate(axs[0]):
-        ax.imshow(attn[i], cmap=cmap, vmin=0); ax.set_axis_off()
-        if tokens is not None and i < len(tokens): ax.set_title(tokens[i], fontsize=8)
+        vmax = max(float(peaks.max() if shared_scale else peaks[i]), 1e-12)
+        ax.imshow(attn[i], cmap=cmap, vmin=0, vmax=vmax); ax.set_axis_off()
+        name = tokens[i] if tokens is not None and i < len(tokens) else ''
+        ax.set_title(f"{name}\nmax {peaks[i]:.2g}".strip(), fontsize=7)
     fig.tight_layout(pad=0.2)
     return fig

@@ -97,6 +97,7 @@ def bench_generator(cfg: Config, batch: int, T: int = 18) -> BenchRow:
     dt = timeit(step, min_time=2.0, max_calls=20)
     return BenchRow('generator forward (no grad)', f'{"/".join(map(str, cfg.gan.sizes))}px B={batch} {n_params(G)/1e6:.2f}M', dt, batch / dt, _peak(dev))
 
+# %% ../nbs/12_bench.ipynb #fd656236
 def bench_discriminator(cfg: Config, size: int, batch: int) -> BenchRow:
     "One discriminator: forward (uncond + cond logits) and backward on real images."
     from attngan.discriminators import Discriminator
@@ -110,6 +111,7 @@ def bench_discriminator(cfg: Config, size: int, batch: int) -> BenchRow:
     dt = timeit(step, min_time=2.0, max_calls=20)
     return BenchRow(f'discriminator {size}px fwd+bwd', f'B={batch} {n_params(D)/1e6:.2f}M', dt, batch / dt, _peak(dev))
 
+# %% ../nbs/12_bench.ipynb #36466013
 def bench_damsm_loss(cfg: Config, batch: int | None = None, T: int = 18) -> BenchRow:
     "DAMSM word + sentence losses, forward + backward, on random features with the paper's 289 regions."
     from attngan.damsm import damsm_loss

@@ -70,11 +70,7 @@ def cmd_demo(a):
     run_demo(out=a.out, minutes=a.minutes, preset=a.preset, quiet=a.quiet, evaluate=not a.no_eval)
 
 # %% ../nbs/11_cli.ipynb #2aab59f8
-def make_parser() -> argparse.ArgumentParser:
-    "The `attngan` argument parser."
-    p = argparse.ArgumentParser(prog='attngan', description="AttnGAN text-to-image: data, DAMSM, training, sampling. "
-                                "Run `attngan COMMAND --help` for the options of a command.")
-    sub = p.add_subparsers(dest='command', metavar='COMMAND')
+def _add_demo(sub):
     s = sub.add_parser('demo', help='the whole pipeline on synthetic birds: data, DAMSM, AttnGAN, samples (~20 min on a CPU)',
                        description='Make synthetic birds, pre-train the DAMSM, train AttnGAN with the demo preset and write '
                                    'samples for held-out captions, attention maps and loss curves to --out, within --minutes.')
@@ -84,6 +80,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--quiet', action='store_true', help='log lines instead of progress bars')
     s.add_argument('--no-eval', action='store_true', help='skip the closing headline numbers (attngan evaluate --quick)')
     s.set_defaults(func=cmd_demo)
+
+def _add_make_birds(sub):
     s = sub.add_parser('make-birds', help='write a synthetic-birds data set in the CUB/AttnGAN folder layout',
                        description='Render synthetic birds with captions, part masks and attributes, and write them in the '
                                    'CUB-200-2011 / AttnGAN "birds" layout that `--data DIR` reads.')
@@ -93,6 +91,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--seed', type=int, default=0, help='seed: the same seed writes the same images (default: 0)')
     s.add_argument('--quiet', action='store_true', help='no progress bar')
     s.set_defaults(func=cmd_make_birds)
+
+# %% ../nbs/11_cli.ipynb #5b742962
+def _add_pretrain_damsm(sub):
     s = sub.add_parser('pretrain-damsm', help='pre-train the DAMSM text and image encoders',
                        description='Pre-train the Deep Attentional Multimodal Similarity Model (text encoder + image encoder) '
                                    'and evaluate it on held-out species: R-precision and attention localisation.')
@@ -105,12 +106,17 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--resume', action='store_true', help='continue the run in --out')
     s.add_argument('--quiet', action='store_true', help='log lines instead of a progress bar')
     s.set_defaults(func=cmd_pretrain_damsm)
+
+def _add_train(sub):
     from attngan.train import add_train_args
     s = sub.add_parser('train', help='train AttnGAN (runs under torchrun for several processes)',
                        description='Train the AttnGAN generator and discriminators with a frozen, pre-trained DAMSM. '
                                    'For several processes: torchrun --nproc_per_node=N $(which attngan) train ...')
     add_train_args(s)
     s.set_defaults(func=cmd_train)
+
+# %% ../nbs/11_cli.ipynb #3c5c6da6
+def _add_sample(sub):
     s = sub.add_parser('sample', help='draw images for your captions from a trained run',
                        description='Turn captions into images of every stage plus per-word attention maps, written as PNG.')
     s.add_argument('captions', nargs='+', help='one or more captions, each in quotes')
@@ -119,10 +125,12 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--seed', type=int, default=0, help='seed of the first sample; sample k uses seed + k (default: 0)')
     s.add_argument('--n', type=int, default=1, help='samples per caption (default: 1)')
     s.set_defaults(func=cmd_sample)
+
+def _add_evaluate(sub):
     s = sub.add_parser('evaluate', help='score a trained run: attribute accuracy, localisation, R-precision, diversity, FID',
                        description='Evaluate a run on held-out species with evaluator networks trained on real synthetic birds '
-                                   '(never on generated images); writes metrics.json and metrics.png, each number with its '
-                                   'real-image ceiling and its chance floor.')
+                                   '(never on generated images); writes metrics.json and metrics.png, each number beside the '
+                                   'score of real images and a floor (chance, uniform attention, or a caption-blind model).')
     s.add_argument('--run', required=True, help='run folder of `attngan train` or `attngan demo`')
     s.add_argument('--data', default=None, help="data folder (default: the run's synthetic birds)")
     s.add_argument('--out', default=None, help='folder for metrics.json and metrics.png (default: RUN/eval)')
@@ -130,6 +138,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--inception-weights', default=None, help='local torchvision Inception-v3 weights file for FID/KID on Inception features')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     s.set_defaults(func=cmd_evaluate)
+
+# %% ../nbs/11_cli.ipynb #ff095d90
+def _add_bench(sub):
     s = sub.add_parser('bench', help='print speed and peak memory of each part as a table',
                        description='Measure speed (seconds per call, items per second) and peak memory of each part.')
     s.add_argument('--preset', default='demo', choices=sorted(PRESETS), help='configuration preset (default: demo)')
@@ -140,6 +151,13 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument('--amp', default='', choices=['', 'bf16'], help="'bf16': the iteration under bfloat16 autocast (default: float32)")
     s.set_defaults(func=cmd_bench)
+
+def make_parser() -> argparse.ArgumentParser:
+    "The `attngan` argument parser."
+    p = argparse.ArgumentParser(prog='attngan', description="AttnGAN text-to-image: data, DAMSM, training, sampling. "
+                                "Run `attngan COMMAND --help` for the options of a command.")
+    sub = p.add_subparsers(dest='command', metavar='COMMAND')
+    for add in (_add_demo, _add_make_birds, _add_pretrain_damsm, _add_train, _add_sample, _add_evaluate, _add_bench): add(sub)
     return p
 
 # %% ../nbs/11_cli.ipynb #ac78b8dd

@@ -138,26 +138,28 @@ class Config:
         if path is not None: Path(path).write_text(s + '\n')
         return s
 
-    @classmethod
-    def from_dict(cls, d: dict) -> Config:
-        parts = dict(data=DataConfig, text=TextConfig, damsm=DAMSMConfig, gan=GANConfig, train=TrainConfig)
-        unknown = sorted(set(d) - set(parts) - {'name'})
-        if unknown: raise InvalidInput(f"config: unknown section(s) {unknown}; known ones are {sorted(parts)} and 'name'.")
-        return cls(name=d.get('name', 'custom'), **{k: _from_dict(c, d.get(k, {}), f"config.{k}") for k, c in parts.items()})
+# %% ../nbs/00_config.ipynb #2a33bf83
+def _config_from_dict(cls, d: dict) -> Config:
+    "A Config from a dict as `to_dict` writes it; missing groups and keys keep their defaults."
+    parts = dict(data=DataConfig, text=TextConfig, damsm=DAMSMConfig, gan=GANConfig, train=TrainConfig)
+    unknown = sorted(set(d) - set(parts) - {'name'})
+    if unknown: raise InvalidInput(f"config: unknown section(s) {unknown}; known ones are {sorted(parts)} and 'name'.")
+    return cls(name=d.get('name', 'custom'), **{k: _from_dict(c, d.get(k, {}), f"config.{k}") for k, c in parts.items()})
 
-    @classmethod
-    def from_json(cls, src) -> Config:
-        "Load from a JSON string or a path to a `config.json`."
-        p = Path(src) if not str(src).lstrip().startswith('{') else None
-        if p is not None and not p.exists(): raise MissingPath(f"No config file at {p}; pass a run directory's config.json.")
-        text = p.read_text() if p is not None else src
-        try: d = json.loads(text)
-        except json.JSONDecodeError as e: raise InvalidInput(f"{p or 'config'} is not valid JSON ({e.msg}, line {e.lineno}).") from None
-        return cls.from_dict(d)
+def _config_from_json(cls, src) -> Config:
+    "Load from a JSON string or a path to a `config.json`."
+    p = Path(src) if not str(src).lstrip().startswith('{') else None
+    if p is not None and not p.exists(): raise MissingPath(f"No config file at {p}; pass a run directory's config.json.")
+    text = p.read_text() if p is not None else src
+    try: d = json.loads(text)
+    except json.JSONDecodeError as e: raise InvalidInput(f"{p or 'config'} is not valid JSON ({e.msg}, line {e.lineno}).") from None
+    return cls.from_dict(d)
+
+Config.from_dict, Config.from_json = classmethod(_config_from_dict), classmethod(_config_from_json)
 
 # %% ../nbs/00_config.ipynb #5205c92c
 def birds() -> Config:
-    "The paper's configuration for CUB-200-2011 (ANCHORS.md): 3 stages 64/128/256, Inception-v3 DAMSM."
+    "The paper's configuration for CUB-200-2011 (see 13_official_code): 3 stages 64/128/256, Inception-v3 DAMSM."
     return Config(name='birds',
                   data=DataConfig(root='synth', max_words=18),
                   damsm=DAMSMConfig(image_encoder='inception', image_size=299),

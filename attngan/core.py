@@ -8,7 +8,9 @@ import math
 from dataclasses import dataclass
 import torch
 from torch import nn
+from fastcore.basics import patch
 from .attention import WordAttention
+from .config import InvalidInput
 
 # %% auto #0
 __all__ = ['init_weights', 'n_params', 'ConditioningAugmentation', 'kl_loss', 'conv3x3', 'join_block', 'up_block', 'ResBlock',
@@ -78,7 +80,7 @@ class ResBlock(nn.Module):
 def init_stage_channels(size: int, ngf: int) -> list[int]:
     "Channels at 4x4, 8x8, ..., size x size of an `InitStage`."
     n = int(round(math.log2(size / 4)))
-    if n < 1 or 4 * 2**n != size: raise ValueError(f"The first stage's size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {size}.")
+    if n < 1 or 4 * 2**n != size: raise InvalidInput(f"The first stage's size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {size}.")
     return [ngf * min(16, size // (4 * 2**i)) for i in range(n + 1)]
 
 # %% ../nbs/05_core.ipynb #3c58d415
@@ -118,7 +120,7 @@ class NextStage(nn.Module):
         hc = [h, c]
         if self.extra_dim:
             if extra is None or extra.shape[1] != self.extra_dim:
-                raise ValueError(f"This stage joins a vector of size {self.extra_dim}; pass `extra` (B, {self.extra_dim}).")
+                raise InvalidInput(f"This stage joins a vector of size {self.extra_dim}; pass `extra` (B, {self.extra_dim}).")
             hc.append(extra[:, :, None, None].expand(-1, -1, *h.shape[-2:]))
         return self.up(self.residual(self.join(torch.cat(hc, 1)))), attn
 
@@ -148,7 +150,7 @@ class Generator(nn.Module):
         g, D = cfg.gan, cfg.text.feat_dim
         self.sizes = tuple(g.sizes)
         if any(b != 2 * a for a, b in zip(self.sizes, self.sizes[1:])):
-            raise ValueError(f"Each stage must double the previous size; cfg.gan.sizes = {self.sizes}.")
+            raise InvalidInput(f"Each stage must double the previous size; cfg.gan.sizes = {self.sizes}.")
         self.z_dim, self.cond_dim = g.z_dim, g.cond_dim
         self.noise_every_stage, self.sentence_to_refine = g.noise_every_stage, g.sentence_to_refine
         self.ca = ConditioningAugmentation(D, g.cond_dim)
@@ -165,24 +167,26 @@ class Generator(nn.Module):
         parts = ([c] if self.sentence_to_refine else []) + ([noise[i]] if self.noise_every_stage else [])
         return torch.cat(parts, 1) if parts else None
 
-    def forward(self,
-                z,                # noise (B, z_dim)
-                sent,             # sentence vectors (B, D)
-                words,            # word features (B, D, T)
-                mask=None,        # (B, T) bool, True where a real word stands
-                eps=None,         # conditioning-augmentation noise (B, cond_dim); None = drawn
-                noise=None,       # with noise_every_stage: one (B, z_dim) per refinement stage; None = drawn
-               ) -> GeneratorOutput:
-        "Images of every stage, attention of every refinement stage, and CA's mu and logvar."
-        n = len(self.next_stages)
-        if noise is not None and not self.noise_every_stage:
-            raise ValueError("`noise` is only used when cfg.gan.noise_every_stage is True.")
-        if self.noise_every_stage and noise is None: noise = [torch.randn_like(z) for _ in range(n)]
-        if self.noise_every_stage and len(noise) != n: raise ValueError(f"`noise` needs one (B, z_dim) tensor per refinement stage ({n}).")
-        c, mu, logvar = self.ca(sent, eps)                  # (B, cond_dim) each
-        h = self.init_stage(z, c)                           # (B, ngf, s0, s0)
-        images, attention = [self.to_images[0](h)], []
-        for i, stage in enumerate(self.next_stages):
-            h, attn = stage(h, words, mask, self._extra(c, noise, i))   # (B, ngf, 2s, 2s), (B, T, s, s)
-            images.append(self.to_images[i + 1](h)); attention.append(attn)
-        return GeneratorOutput(images, attention, mu, logvar)
+# %% ../nbs/05_core.ipynb #e26df532
+@patch
+def forward(self: Generator,
+            z,                # noise (B, z_dim)
+            sent,             # sentence vectors (B, D)
+            words,            # word features (B, D, T)
+            mask=None,        # (B, T) bool, True where a real word stands
+            eps=None,         # conditioning-augmentation noise (B, cond_dim); None = drawn
+            noise=None,       # with noise_every_stage: one (B, z_dim) per refinement stage; None = drawn
+           ) -> GeneratorOutput:
+    "Images of every stage, attention of every refinement stage, and CA's mu and logvar."
+    n = len(self.next_stages)
+    if noise is not None and not self.noise_every_stage:
+        raise InvalidInput("`noise` is only used when cfg.gan.noise_every_stage is True.")
+    if self.noise_every_stage and noise is None: noise = [torch.randn_like(z) for _ in range(n)]
+    if self.noise_every_stage and len(noise) != n: raise InvalidInput(f"`noise` needs one (B, z_dim) tensor per refinement stage ({n}).")
+    c, mu, logvar = self.ca(sent, eps)                  # (B, cond_dim) each
+    h = self.init_stage(z, c)                           # (B, ngf, s0, s0)
+    images, attention = [self.to_images[0](h)], []
+    for i, stage in enumerate(self.next_stages):
+        h, attn = stage(h, words, mask, self._extra(c, noise, i))   # (B, ngf, 2s, 2s), (B, T, s, s)
+        images.append(self.to_images[i + 1](h)); attention.append(attn)
+    return GeneratorOutput(images, attention, mu, logvar)

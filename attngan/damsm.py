@@ -20,7 +20,7 @@ __all__ = ['TextEncoder', 'resize_images', 'PartPooling', 'CNNEncoder', 'load_in
 
 # %% ../nbs/04_damsm.ipynb #3f5b14f2
 class TextEncoder(nn.Module):
-    "Bidirectional-LSTM text encoder of the DAMSM, paper Sec. 3.3."
+    "Bidirectional-LSTM text encoder of the DAMSM, paper Sec. 3.2."
     def __init__(self,
                  n_words: int,      # vocabulary size
                  cfg: TextConfig,   # `cfg.text` (a whole `Config` is accepted too)
@@ -179,7 +179,7 @@ def word_similarity(regions,                 # (B, D, h, w) or (B, D, R) image r
                     gamma1: float = 4.0,     # attention sharpness, Eq. 9
                     gamma2: float = 5.0,     # word aggregation, Eq. 10
                     eq10_root: bool = True): # apply Eq. 10's (.)^(1/gamma2)
-    "R(Q_i, D_j) for all caption-image pairs, paper Eq. (8)-(10): (B captions, B images), and attention (B, T, R)."
+    "S[i, j] = R(Q_j, D_i), caption i against image j, paper Eq. (7)-(10): S (B captions, B images), and attention (B, T, R)."
     v = regions.flatten(2)                                             # (B, D, R)
     mask = torch.ones(words.shape[0], words.shape[2], dtype=torch.bool, device=words.device) if mask is None else mask
     s = torch.einsum('idt,jdr->ijtr', words, v)                        # (B, B, T, R): caption i, image j
@@ -188,26 +188,27 @@ def word_similarity(regions,                 # (B, D, h, w) or (B, D, R) image r
     r = (attn * s).sum(-1) / (c_norm * words.norm(dim=1)[:, None]).clamp_min(1e-8)   # (B, B, T) R(c_t, e_t)
     S = (gamma2 * r).masked_fill(~mask[:, None], float('-inf')).logsumexp(-1)       # (B, B) Eq. 10
     idx = torch.arange(len(v), device=v.device)
-    return (S / gamma2 if eq10_root else S), attn[idx, idx]           # (B, B), (B, T, R)
+    return (S / gamma2 if eq10_root else S), attn[idx, idx]           # (B, B), (B, T, R) each caption on its image
 
 # %% ../nbs/04_damsm.ipynb #197d6604
-def matching_loss(S,                     # (B captions, B images) relevance R(Q_i, D_j)
+def matching_loss(S,                     # (B captions, B images): S[i, j] = R(Q_j, D_i), image j against caption i
                   gamma3: float = 10.0,  # posterior smoothing, Eq. 11
                   class_ids=None):       # (B,) classes; same-class pairs off the diagonal are not negatives
-    "Both directions of the DAMSM posterior loss, paper Eq. (11)-(12): (-log P(D|Q), -log P(Q|D)), batch means."
+    "The DAMSM posterior losses, paper Eq. (11)-(13), batch means: (L_1 = -log P(D|Q), L_2 = -log P(Q|D))."
     logits = gamma3 * S
     if class_ids is not None:
         ids = torch.as_tensor(class_ids, device=S.device)
         same = (ids[:, None] == ids[None]) & ~torch.eye(len(S), dtype=torch.bool, device=S.device)
         logits = logits.masked_fill(same, float('-inf'))
     target = torch.arange(len(S), device=S.device)
-    return F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
+    # L_1: each image (column) over the captions, Eq. 12; L_2: each caption (row) over the images, Eq. 13
+    return F.cross_entropy(logits.T, target), F.cross_entropy(logits, target)
 
 # %% ../nbs/04_damsm.ipynb #26775ecb
 def _damsm_cfg(cfg) -> DAMSMConfig: return cfg.damsm if isinstance(cfg, Config) else cfg
 
 def words_loss(regions, words, mask, class_ids, cfg):
-    "DAMSM word loss, paper Eq. (8)-(12): (loss_1, loss_2, attention (B, T, h, w)), all B x B pairs at once."
+    "DAMSM word loss, paper Eq. (7)-(13): (L_1^w, L_2^w, attention (B, T, h, w)), all B x B pairs at once."
     c = _damsm_cfg(cfg)
     S, attn = word_similarity(regions, words, mask, c.gamma1, c.gamma2, c.eq10_root)
     l1, l2 = matching_loss(S, c.gamma3, class_ids if c.class_masking else None)
@@ -215,7 +216,7 @@ def words_loss(regions, words, mask, class_ids, cfg):
 
 # %% ../nbs/04_damsm.ipynb #c2ef7a38
 def sent_loss(img_global, sent, class_ids, cfg):
-    "DAMSM sentence loss, paper Eq. (11)-(13): (loss_1, loss_2) from the cosines of all B x B pairs."
+    "DAMSM sentence loss, paper Eq. (11)-(13) with R = cos: (L_1^s, L_2^s) from the cosines of all B x B pairs."
     c = _damsm_cfg(cfg)
     S = F.normalize(sent, dim=1, eps=1e-8) @ F.normalize(img_global, dim=1, eps=1e-8).T   # (B captions, B images)
     return matching_loss(S, c.gamma3, class_ids if c.class_masking else None)
@@ -224,14 +225,14 @@ def sent_loss(img_global, sent, class_ids, cfg):
 class DAMSMLoss(NamedTuple):
     "The DAMSM loss of a batch and its parts."
     loss: torch.Tensor     # w1 + w2 + s1 + s2
-    w1: torch.Tensor       # word level, -log P(D|Q)
-    w2: torch.Tensor       # word level, -log P(Q|D)
-    s1: torch.Tensor       # sentence level, -log P(D|Q)
-    s2: torch.Tensor       # sentence level, -log P(Q|D)
+    w1: torch.Tensor       # word level L_1^w = -log P(D|Q): each image picks its caption (Eq. 12)
+    w2: torch.Tensor       # word level L_2^w = -log P(Q|D): each caption picks its image (Eq. 13)
+    s1: torch.Tensor       # sentence level L_1^s = -log P(D|Q)
+    s2: torch.Tensor       # sentence level L_2^s = -log P(Q|D)
     attn: torch.Tensor     # (B, T, h, w) each caption's word attention over its own image
 
 def damsm_loss(regions, img_global, words, sent, mask, class_ids, cfg) -> DAMSMLoss:
-    "Word and sentence losses of the DAMSM in both directions: L_DAMSM = w1 + w2 + s1 + s2, paper Sec. 3.3."
+    "Word and sentence losses of the DAMSM in both directions: L_DAMSM = w1 + w2 + s1 + s2, paper Sec. 3.2."
     w1, w2, attn = words_loss(regions, words, mask, class_ids, cfg)
     s1, s2 = sent_loss(img_global, sent, class_ids, cfg)
     return DAMSMLoss(w1 + w2 + s1 + s2, w1, w2, s1, s2, attn)
@@ -266,18 +267,20 @@ def plot_word_attention(image,                # (3, H, W) in [-1, 1]
                         attn,                 # (T, h, w) or (T, R) with R a square: attention of each word
                         size: float = 1.1,    # inches per panel
                         alpha: float = 0.6,   # opacity of the attention overlay
-                        cmap: str = 'jet'):
-    "An image and one panel per word with the word's attention drawn over it."
-    img = ((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0)          # (H, W, 3) in [0, 1]
+                        cmap: str = 'jet',
+                        shared_scale: bool = True):  # one colour scale, 0 to the largest peak, for all words; False: each to its own
+    "An image and one panel per word with the word's attention drawn over it, titled with the map's peak."
+    img = ((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()   # (H, W, 3) in [0, 1]
     a = attn.detach().float().cpu()[:len(tokens)]
     if a.dim() == 2: a = a.view(len(a), math.isqrt(a.shape[1]), -1)                          # (T, h, w)
-    a = F.interpolate(a[:, None], size=img.shape[:2], mode='bilinear', align_corners=False)[:, 0]
-    a = (a / a.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]).numpy()   # each map scaled to its max
-    img = img.numpy()
-    fig, axs = plt.subplots(1, len(a) + 1, figsize=(size * (len(a) + 1), size * 1.2), squeeze=False)
+    peaks = a.flatten(1).max(1).values                                                      # (T,) on the region grid
+    vmax = (peaks.max().expand(len(a)) if shared_scale else peaks).clamp_min(1e-12)
+    up = F.interpolate(a[:, None], size=img.shape[:2], mode='bilinear', align_corners=False)[:, 0].numpy()
+    fig, axs = plt.subplots(1, len(a) + 1, figsize=(size * (len(a) + 1), size * 1.3), squeeze=False)
     axs[0, 0].imshow(img); axs[0, 0].set_title('image', fontsize=8)
     for k, ax in enumerate(axs[0, 1:]):
-        ax.imshow(img); ax.imshow(a[k], cmap=cmap, alpha=alpha, vmin=0, vmax=1); ax.set_title(tokens[k], fontsize=8)
+        ax.imshow(img); ax.imshow(up[k], cmap=cmap, alpha=alpha, vmin=0, vmax=vmax[k].item())
+        ax.set_title(f"{tokens[k]}\nmax {peaks[k]:.2g}", fontsize=7)
     for ax in axs[0]: ax.set_axis_off()
     fig.tight_layout(pad=0.2)
     return fig

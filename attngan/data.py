@@ -14,9 +14,9 @@ from .config import Config, DataConfig, UserError, InvalidInput, MissingPath
 
 # %% auto #0
 __all__ = ['LAYOUT', 'tokenize', 'Vocab', 'encode_caption', 'safe_load_pickle', 'check_layout', 'read_split',
-           'read_images_and_boxes', 'read_captions', 'bbox_crop', 'to_tensor', 'multiscale', 'cut_caption',
-           'caption_length_limit', 'CUBDataset', 'collate', 'BucketBatchSampler', 'make_loader', 'show_batch',
-           'plot_caption_lengths']
+           'read_images_and_boxes', 'read_captions', 'bbox_crop', 'to_tensor', 'base_size', 'resize_shorter',
+           'square_crop', 'multiscale', 'eval_crop', 'cut_caption', 'caption_length_limit', 'CUBDataset', 'collate',
+           'make_loader', 'BucketBatchSampler', 'show_batch', 'plot_caption_lengths']
 
 # %% ../nbs/01_data.ipynb #89cce54a
 _tokenizer = RegexpTokenizer(r'\w+')
@@ -48,14 +48,17 @@ class Vocab:
     def __repr__(self): return f"Vocab({len(self)} words: {' '.join(self.itos[3:11])} ...)"
     def __eq__(self, other): return isinstance(other, Vocab) and self.itos == other.itos
 
-    def encode(self, text) -> list[int]:
-        "Ids of a caption (string or tokens); unknown words become `<unk>`."
-        toks = tokenize(text) if isinstance(text, str) else text
-        return [self.stoi.get(t, self.UNK) for t in toks]
+# %% ../nbs/01_data.ipynb #7a0463cb
+def _encode(self, text) -> list[int]:
+    "Ids of a caption (string or tokens); unknown words become `<unk>`."
+    toks = tokenize(text) if isinstance(text, str) else text
+    return [self.stoi.get(t, self.UNK) for t in toks]
 
-    def decode(self, ids) -> list[str]:
-        "Words of a sequence of ids, padding dropped."
-        return [self.itos[int(i)] for i in ids if int(i) != self.PAD]
+def _decode(self, ids) -> list[str]:
+    "Words of a sequence of ids, padding dropped."
+    return [self.itos[int(i)] for i in ids if int(i) != self.PAD]
+
+Vocab.encode, Vocab.decode = _encode, _decode
 
 # %% ../nbs/01_data.ipynb #6e9b3a2f
 def encode_caption(vocab: Vocab, text: str) -> list[int]:
@@ -178,17 +181,38 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     a = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
     return a / 127.5 - 1
 
+# %% ../nbs/01_data.ipynb #abea4d02
+def base_size(size: int) -> int:
+    "The side the crop's shorter side is resized to before the random `size` crop: size * 76/64."
+    return int(size * 76 / 64)
+
+def resize_shorter(img: Image.Image, side: int, resample=Image.BILINEAR) -> Image.Image:
+    "Resize so the shorter side is `side`, keeping the aspect ratio; an image already that size is returned as is."
+    W, H = img.size
+    if min(W, H) == side: return img
+    s = side / min(W, H)
+    return img.resize((max(side, round(W * s)), max(side, round(H * s))), resample)
+
+# %% ../nbs/01_data.ipynb #cf4c1b16
+def square_crop(img: Image.Image, size: int, train: bool = False, g: torch.Generator | None = None) -> Image.Image:
+    "A `size` x `size` window of `img`: at a uniformly random place when `train`, else at the centre."
+    W, H = img.size
+    if train: j, i = (int(torch.randint(0, n - size + 1, (), generator=g)) for n in (W, H))
+    else: j, i = (W - size) // 2, (H - size) // 2
+    return img.crop((j, i, j + size, i + size))
+
+# %% ../nbs/01_data.ipynb #cbc2d734
 def multiscale(img: Image.Image, sizes, train: bool = True, flip: bool = True, g: torch.Generator | None = None) -> list[torch.Tensor]:
-    "Resize, crop (random when training) and flip a crop into one image per size in `sizes` (ascending)."
+    "One (3, s, s) tensor in [-1, 1] per s in `sizes` (ascending): shorter side to base, square crop, flip."
     top = max(sizes)
-    base = int(top * 76 / 64)
-    img = img.resize((base, base), Image.BILINEAR)
-    if train:
-        i, j = (int(t) for t in torch.randint(0, base - top + 1, (2,), generator=g))
-        if flip and torch.rand((), generator=g) < 0.5: img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    else: i = j = (base - top) // 2
-    img = img.crop((j, i, j + top, i + top))
+    img = square_crop(resize_shorter(img, base_size(top)), top, train, g)
+    if train and flip and torch.rand((), generator=g) < 0.5: img = img.transpose(Image.FLIP_LEFT_RIGHT)
     return [to_tensor(img if s == top else img.resize((s, s), Image.BICUBIC)) for s in sorted(sizes)]
+
+# %% ../nbs/01_data.ipynb #6b1bb3ae
+def eval_crop(img: Image.Image, size: int, resample=Image.BILINEAR) -> Image.Image:
+    "The window `multiscale(img, sizes, train=False)` shows at its largest size `size` (shorter side to base, centre)."
+    return square_crop(resize_shorter(img, base_size(size), resample), size)
 
 # %% ../nbs/01_data.ipynb #8245939f
 def cut_caption(ids: list[int], max_words: int, g: torch.Generator | None = None) -> list[int]:
@@ -238,13 +262,12 @@ def _load_image(path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InvalidInput(f"Image {path} is corrupt or truncated ({e}); replace it or open the data set with skip_corrupt=True.") from None
 
+# %% ../nbs/01_data.ipynb #f6867473
 def _crop(self, i: int, resize: bool = False) -> Image.Image:
-    "The bounding-box crop of image `i`, resized to the augmentation base size when `resize`."
+    "The bounding-box crop of image `i`; with `resize`, its shorter side resized to the base size (aspect kept)."
     img = _load_image(self.paths[i])
     if self.boxes[i] is not None: img = bbox_crop(img, self.boxes[i], self.bbox_scale)
-    if not resize: return img
-    base = int(max(self.sizes) * 76 / 64)
-    return img.resize((base, base), Image.BILINEAR)
+    return resize_shorter(img, base_size(max(self.sizes))) if resize else img
 
 def _drop_corrupt(self):
     good = []
@@ -276,6 +299,15 @@ def collate(samples: list[dict]) -> dict:
                 mask=torch.arange(caps.shape[1])[None] < lengths[:, None], class_ids=torch.tensor([s['class_id'] for s in samples]),
                 keys=[s['key'] for s in samples], caption_idx=torch.tensor([s['caption_idx'] for s in samples]))
 
+# %% ../nbs/01_data.ipynb #c5ea0ade
+def make_loader(ds: CUBDataset, batch_size: int, shuffle: bool = True, bucket: bool = False, drop_last: bool = True,
+                seed: int = 0, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    "A DataLoader of `collate`d batches, plain random or length-bucketed."
+    kw = dict(collate_fn=collate, num_workers=num_workers, persistent_workers=num_workers > 0)
+    if bucket: return torch.utils.data.DataLoader(ds, batch_sampler=BucketBatchSampler(ds, batch_size, drop_last, seed), **kw)
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=g, **kw)
+
 # %% ../nbs/01_data.ipynb #408cfec4
 class BucketBatchSampler(torch.utils.data.Sampler):
     "Batches of (image, caption) pairs of similar caption length; a new random draw each epoch."
@@ -296,15 +328,6 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self): return len(self.ds) // self.bs if self.drop_last else math.ceil(len(self.ds) / self.bs)
 
-# %% ../nbs/01_data.ipynb #c5ea0ade
-def make_loader(ds: CUBDataset, batch_size: int, shuffle: bool = True, bucket: bool = False, drop_last: bool = True,
-                seed: int = 0, num_workers: int = 0) -> torch.utils.data.DataLoader:
-    "A DataLoader of `collate`d batches, plain random or length-bucketed."
-    kw = dict(collate_fn=collate, num_workers=num_workers, persistent_workers=num_workers > 0)
-    if bucket: return torch.utils.data.DataLoader(ds, batch_sampler=BucketBatchSampler(ds, batch_size, drop_last, seed), **kw)
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=g, **kw)
-
 # %% ../nbs/01_data.ipynb #dc038b3f
 def show_batch(batch: dict, vocab: Vocab, n: int = 8, stage: int = -1, ncols: int = 4, width: float = 2.2):
     "Draw the first `n` images of a batch (one stage) with their captions."
@@ -319,6 +342,7 @@ def show_batch(batch: dict, vocab: Vocab, n: int = 8, stage: int = -1, ncols: in
     fig.tight_layout()
     return fig
 
+# %% ../nbs/01_data.ipynb #fad0b1c1
 def plot_caption_lengths(ds: CUBDataset, percentile: float = 95.0, ax=None):
     "Histogram of caption lengths (words) with the cut `ds.max_words` and the percentile marked."
     import matplotlib.pyplot as plt

@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
+from fastcore.basics import patch
+from .config import InvalidInput
 from .core import init_weights
 
 # %% auto #0
@@ -31,7 +33,7 @@ def keep_block(c_in: int, c_out: int) -> nn.Sequential:
 def encoder_plan(size: int, ndf: int) -> tuple[list[int], list[int]]:
     "Channels after each down block and after each keep block of a `size` px discriminator."
     n = int(round(math.log2(size / 4)))
-    if n < 1 or 4 * 2**n != size: raise ValueError(f"Discriminator size must be 4 * 2**k with k >= 1 (8, 16, 32, ...), got {size}.")
+    if n < 1 or 4 * 2**n != size: raise InvalidInput(f"Discriminator size must be 4 * 2**k with k >= 1 (8, 16, 32, ...), got {size}.")
     down = [ndf * 2**i for i in range(n)]
     keep, c = [], down[-1]
     while c > 8 * ndf: c //= 2; keep.append(c)
@@ -39,7 +41,7 @@ def encoder_plan(size: int, ndf: int) -> tuple[list[int], list[int]]:
 
 # %% ../nbs/06_discriminators.ipynb #fdf2e621
 class Discriminator(nn.Module):
-    "Stage discriminator with unconditional and sentence-conditional logit heads (paper Eq. 5)."
+    "Stage discriminator D_i with unconditional and sentence-conditional logit heads (its losses: paper Eq. 4-5)."
     def __init__(self,
                  size: int,           # image size this discriminator judges
                  ndf: int = 64,       # discriminator feature maps (DF)
@@ -60,22 +62,26 @@ class Discriminator(nn.Module):
     def encode(self, x):
         "Images (B, 3, s, s) -> codes (B, C, 4, 4)."
         if x.shape[-2:] != (self.size, self.size):
-            raise ValueError(f"This discriminator judges {self.size}x{self.size} images, got {tuple(x.shape[-2:])}.")
+            raise InvalidInput(f"This discriminator judges {self.size}x{self.size} images, got {tuple(x.shape[-2:])}.")
         return self.encoder(x)
 
-    def uncond_logits(self, h):
-        "Is it real? Codes (B, C, 4, 4) -> logits (B,)."
-        return self.uncond_head(h).view(-1)
+# %% ../nbs/06_discriminators.ipynb #3f836889
+@patch
+def uncond_logits(self: Discriminator, h):
+    "Is it real? Codes (B, C, 4, 4) -> logits (B,)."
+    return self.uncond_head(h).view(-1)
 
-    def cond_logits(self, h, sent):
-        "Is it real and does it match? Codes (B, C, 4, 4), sentences (B, D) -> logits (B,)."
-        s = sent[:, :, None, None].expand(-1, -1, *h.shape[-2:])   # (B, D, 4, 4)
-        return self.cond_head(self.cond_join(torch.cat([h, s], 1))).view(-1)
+@patch
+def cond_logits(self: Discriminator, h, sent):
+    "Is it real and does it match? Codes (B, C, 4, 4), sentences (B, D) -> logits (B,)."
+    s = sent[:, :, None, None].expand(-1, -1, *h.shape[-2:])   # (B, D, 4, 4)
+    return self.cond_head(self.cond_join(torch.cat([h, s], 1))).view(-1)
 
-    def forward(self, x, sent=None):
-        "Images (B, 3, s, s), sentences (B, D) -> (unconditional logits (B,), conditional logits (B,) or None)."
-        h = self.encode(x)
-        return self.uncond_logits(h), (None if sent is None else self.cond_logits(h, sent))
+@patch
+def forward(self: Discriminator, x, sent=None):
+    "Images (B, 3, s, s), sentences (B, D) -> (unconditional logits (B,), conditional logits (B,) or None)."
+    h = self.encode(x)
+    return self.uncond_logits(h), (None if sent is None else self.cond_logits(h, sent))
 
 # %% ../nbs/06_discriminators.ipynb #4c272107
 def build_discriminators(cfg) -> nn.ModuleList:
@@ -96,20 +102,19 @@ def discriminator_loss(D: Discriminator,
                        shift: int = 1,        # roll of the batch that makes the mismatched pairs
                        parts: bool = False,   # also return the five terms, for logging
                       ):
-    "D loss: (real uncond + real cond)/2 + (fake uncond + fake cond + mismatched cond)/3, paper Eq. 4."
+    "L_Di of paper Eq. 5 as the official code weights it: (real uncond + real cond)/2 + (fake uncond + fake cond + mismatched cond)/3."
     if wrong_sent is None:
-        if sent.shape[0] < 2: raise ValueError("Mismatched pairs need a batch of 2 or more, or pass `wrong_sent`.")
+        if sent.shape[0] < 2: raise InvalidInput("Mismatched pairs need a batch of 2 or more, or pass `wrong_sent`.")
         wrong_sent = sent.roll(shift, 0)
     h_real, h_fake = D.encode(real), D.encode(fake.detach())
     terms = dict(real_uncond=_bce(D.uncond_logits(h_real), 1.), real_cond=_bce(D.cond_logits(h_real, sent), 1.),
                  fake_uncond=_bce(D.uncond_logits(h_fake), 0.), fake_cond=_bce(D.cond_logits(h_fake, sent), 0.),
                  wrong_cond=_bce(D.cond_logits(h_real, wrong_sent), 0.))
-    t = terms
-    loss = (t['real_uncond'] + t['real_cond']) / 2 + (t['fake_uncond'] + t['fake_cond'] + t['wrong_cond']) / 3
+    loss = (terms['real_uncond'] + terms['real_cond']) / 2 + (terms['fake_uncond'] + terms['fake_cond'] + terms['wrong_cond']) / 3
     return (loss, {k: v.detach() for k, v in terms.items()}) if parts else loss
 
 # %% ../nbs/06_discriminators.ipynb #4ef28560
 def generator_adv_loss(D: Discriminator, fake, sent):
-    "Adversarial part of the G loss at one stage: unconditional + conditional, paper Eq. 3."
+    "L_Gi of paper Eq. 4: unconditional + conditional terms, summed (the paper halves each; the official code does not)."
     h = D.encode(fake)
     return _bce(D.uncond_logits(h), 1.) + _bce(D.cond_logits(h, sent), 1.)

@@ -11,15 +11,15 @@ from PIL import Image
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import master_bar, progress_bar
 from .config import Config, UserError, InvalidInput, MissingPath, preset as get_preset
-from .data import CUBDataset, Vocab, make_loader, collate, bbox_crop
+from .data import CUBDataset, Vocab, make_loader, collate, bbox_crop, cut_caption, multiscale
 from .damsm import TextEncoder, image_encoder, damsm_loss, r_precision, plot_word_attention, DAMSMLoss
 from .attention import region_attention
 
 # %% auto #0
-__all__ = ['DAMSM_FILES', 'atomic_write', 'atomic_torch_save', 'atomic_write_text', 'save_damsm', 'load_damsm', 'lr_at',
-           'LossDiverged', 'to_device', 'batch_loss', 'train_step', 'damsm_data_root', 'damsm_datasets', 'val_loss',
-           'torch_threads', 'pretrain_damsm', 'plot_damsm_history', 'caption_choice', 'encode_pairs', 'part_map_crop',
-           'word_localisation', 'attention_localisation', 'evaluate_damsm', 'plot_damsm_attention',
+__all__ = ['DAMSM_FILES', 'LOSS_TERMS', 'atomic_write', 'atomic_torch_save', 'atomic_write_text', 'save_damsm', 'load_damsm',
+           'lr_at', 'LossDiverged', 'to_device', 'batch_loss', 'train_step', 'damsm_data_root', 'damsm_datasets',
+           'val_loss', 'torch_threads', 'pretrain_damsm', 'plot_damsm_history', 'caption_choice', 'encode_pairs',
+           'part_map_crop', 'word_localisation', 'attention_localisation', 'evaluate_damsm', 'plot_damsm_attention',
            'cli_pretrain_damsm']
 
 # %% ../nbs/04b_pretrain.ipynb #a14e41d9
@@ -147,31 +147,60 @@ def damsm_datasets(cfg: Config, root, vocab: Vocab | None = None, preload: bool 
     train = CUBDataset(root, 'train', vocab=vocab, **kw)
     return train, CUBDataset(root, 'test', vocab=train.vocab, train=False, **kw)
 
+# %% ../nbs/04b_pretrain.ipynb #a39d6177
+LOSS_TERMS = ('loss', 'w1', 'w2', 's1', 's2')
+
+@contextlib.contextmanager
+def _centre_crops(ds):
+    "`ds` with centre crops and no caption cut of its own for the block; yields its `max_words`, restores both after."
+    old = ds.max_words, ds.train
+    ds.max_words, ds.train = 10 ** 9, False
+    try: yield old[0]
+    finally: ds.max_words, ds.train = old
+
+def _pair(ds, i, c, max_words: int, g: torch.Generator) -> dict:
+    "Sample (image `i`, caption `c`) of a `_centre_crops` data set, the caption cut to `max_words` by the generator `g`."
+    s = ds[(int(i), int(c))]
+    s['caption'] = torch.tensor(cut_caption(ds.ids[int(i)][int(c)], max_words, g), dtype=torch.long)
+    return s
+
+@contextlib.contextmanager
+def _evaluating(*modules):
+    "The block with `modules` in eval mode (no dropout, so no random numbers drawn); their modes restored after."
+    modes = [m.training for m in modules]
+    for m in modules: m.eval()
+    try: yield
+    finally:
+        for m, t in zip(modules, modes): m.train(t)
+
 # %% ../nbs/04b_pretrain.ipynb #e863259a
 @torch.no_grad()
 def val_loss(ds, text_encoder, img_encoder, cfg: Config, batches: int = 16, seed: int = 0) -> float:
-    "Mean DAMSM loss over the first `batches` shuffled batches of `ds` (a fixed draw), encoders in eval mode."
-    modes = text_encoder.training, img_encoder.training
-    text_encoder.eval(); img_encoder.eval(); total, n = 0., 0
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for batch in make_loader(ds, min(cfg.damsm.batch_size, len(ds)), shuffle=True, drop_last=True, seed=seed):
-                if n >= batches: break
-                total += batch_loss(batch, text_encoder, img_encoder, cfg).loss.item(); n += 1
-    finally: text_encoder.train(modes[0]); img_encoder.train(modes[1])
+    "Mean DAMSM loss over `batches` batches of `ds` drawn from `seed` (centre crops, eval mode); draws no global random numbers."
+    g, bs = torch.Generator().manual_seed(seed), min(cfg.damsm.batch_size, len(ds))
+    order = torch.randperm(len(ds), generator=g).tolist()
+    caps = torch.randint(0, ds.n_caps, (len(ds),), generator=g).tolist()
+    total, n = 0., min(batches, len(ds) // bs)
+    with _centre_crops(ds) as max_words, _evaluating(text_encoder, img_encoder):
+        for s in range(0, n * bs, bs):
+            batch = collate([_pair(ds, order[k], caps[k], max_words, g) for k in range(s, s + bs)])
+            total += batch_loss(batch, text_encoder, img_encoder, cfg).loss.item()
     return total / max(n, 1)
 
 # %% ../nbs/04b_pretrain.ipynb #b1ece82f
-def _rng_states() -> dict:
-    "The random-number states a resumed run needs (tensors, ints and tuples only)."
+def _rng_states(device=None) -> dict:
+    "The random-number states a resumed run needs (tensors, ints and tuples only); with the CUDA device's when `device` is one."
     np_state = np.random.get_state()
-    return dict(torch=torch.get_rng_state(), python=random.getstate(),
-                numpy=(np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]))
+    s = dict(torch=torch.get_rng_state(), python=random.getstate(),
+             numpy=(np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]))
+    if device is not None and torch.device(device).type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
+    return s
 
-def _set_rng_states(s: dict):
+def _set_rng_states(s: dict, device=None):
+    "Restore what `_rng_states` saved (the CUDA state only onto a CUDA device)."
     torch.set_rng_state(s['torch']); random.setstate(s['python'])
     np.random.set_state((s['numpy'][0], s['numpy'][1].numpy().astype(np.uint32), *s['numpy'][2:]))
+    if 'cuda' in s and device is not None and torch.device(device).type == 'cuda': torch.cuda.set_rng_state(s['cuda'], device)
 
 @contextlib.contextmanager
 def torch_threads(n: int):
@@ -183,7 +212,7 @@ def torch_threads(n: int):
 
 # %% ../nbs/04b_pretrain.ipynb #932db8ec
 def _start(cfg: Config, out: Path, data, resume: bool, device, log) -> dict:
-    "Config, data, encoders, optimizer and history of a new or resumed run."
+    "Config, data, encoders, optimizer, history and position (epoch, batch, step) of a new or resumed run."
     state = None
     if resume:
         if not (out/'damsm_state.pt').is_file():
@@ -199,22 +228,83 @@ def _start(cfg: Config, out: Path, data, resume: bool, device, log) -> dict:
     train_ds, test_ds = damsm_datasets(cfg, damsm_data_root(cfg, progress=False), vocab)
     if len(train_ds) < cfg.damsm.batch_size:
         raise InvalidInput(f"The training split has {len(train_ds)} images, fewer than one batch of {cfg.damsm.batch_size}; lower cfg.damsm.batch_size.")
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)                                  # the run's own seed (CPU and CUDA)
     te, ie = TextEncoder(len(train_ds.vocab), cfg.text).to(device), image_encoder(cfg).to(device)
     opt = torch.optim.Adam([p for m in (te, ie) for p in m.parameters() if p.requires_grad], lr=cfg.damsm.lr, betas=(0.5, 0.999))
-    run = dict(cfg=cfg, vocab=train_ds.vocab, train_ds=train_ds, test_ds=test_ds, te=te, ie=ie, opt=opt, history=[], epoch=0, step=0)
-    if state is not None:
+    run = dict(cfg=cfg, vocab=train_ds.vocab, train_ds=train_ds, test_ds=test_ds, te=te, ie=ie, opt=opt, device=device,
+               history=[], epoch=0, batch=0, step=0, sums=dict.fromkeys(LOSS_TERMS, 0.), rng=None)
+    if state is not None:                                              # 'batch' > 0: stopped inside epoch `epoch`
         te.load_state_dict(te0.state_dict()); ie.load_state_dict(ie0.state_dict()); opt.load_state_dict(state['optimizer'])
-        run.update(history=list(state['history']), epoch=int(state['epoch']), step=int(state['step']))
-        _set_rng_states(state['rng'])
+        run.update(history=list(state['history']), epoch=int(state['epoch']), batch=int(state.get('batch', 0)),
+                   step=int(state['step']), sums=dict(state.get('sums') or run['sums']), rng=state['rng'])
+        _set_rng_states(state['rng'], device)
     return run
 
-# %% ../nbs/04b_pretrain.ipynb #c182feef
+# %% ../nbs/04b_pretrain.ipynb #8c6529c0
+class _Budget:
+    "When to stop besides the epoch count: `minutes` from the first step, `max_steps` steps in all."
+    def __init__(self, minutes: float | None = None, max_steps: int | None = None):
+        self.minutes, self.max_steps, self.deadline = minutes, max_steps, None
+    def start(self):
+        "Start the clock (at the first step)."
+        if self.deadline is None and self.minutes is not None: self.deadline = time.perf_counter() + 60 * self.minutes
+    def spent(self, step: int) -> str | None:
+        "Why the run must stop after `step` steps in all, or None."
+        if self.max_steps is not None and step >= self.max_steps: return f"{self.max_steps} steps done"
+        if self.deadline is not None and time.perf_counter() >= self.deadline: return f"the {self.minutes:g}-minute budget is spent"
+        return None
+
+# %% ../nbs/04b_pretrain.ipynb #825863fc
+def _epoch_batches(r: dict, epoch: int, skip: int = 0) -> tuple:
+    "(iterator, count) of the training batches of `epoch` after its first `skip`; a skip restores the run's saved random states."
+    cfg = r['cfg']
+    loader = make_loader(r['train_ds'], cfg.damsm.batch_size, shuffle=True, drop_last=True,
+                         seed=cfg.train.seed + epoch, bucket=cfg.data.bucket_by_length)
+    it, skip = iter(loader), min(skip, len(loader))
+    for _ in range(skip): next(it)                     # drawn and dropped: the loader's own draws fix the order
+    if skip: _set_rng_states(r['rng'], r['device'])     # the random numbers the dropped batches used are given back
+    return it, len(loader) - skip
+
+# %% ../nbs/04b_pretrain.ipynb #178dd1f9
+def _diverged(r: dict, epoch: int, value: float, out: Path) -> LossDiverged:
+    "The one-sentence error of a non-finite loss at the next step."
+    h, at = (r['history'] or [None])[-1], f"The DAMSM loss became {value} at epoch {epoch + 1}, step {r['step'] + 1}"
+    if h is None: return LossDiverged(f"{at}, before the first checkpoint: lower cfg.damsm.lr and start again.")
+    return LossDiverged(f"{at}; the last good checkpoint (epoch {h['epoch']}, step {h['step']}) in {out} is kept: lower cfg.damsm.lr and resume.")
+
+def _train_epoch(r: dict, epoch: int, batches, n: int, budget: _Budget, out: Path, bar=None) -> str | None:
+    "Steps over the `n` `batches` of `epoch`, counted in r['step'], r['batch'] and r['sums']; returns why to stop early, or None."
+    for batch in (progress_bar(batches, total=n, parent=bar) if bar is not None else batches):
+        budget.start()
+        try: l = train_step(batch, r['te'], r['ie'], r['opt'], r['cfg'])
+        except LossDiverged as e: raise _diverged(r, epoch, e.value, out) from None
+        r['step'] += 1; r['batch'] += 1
+        for k in r['sums']: r['sums'][k] += getattr(l, k).item()
+        if (why := budget.spent(r['step'])): return why
+    return None
+
+# %% ../nbs/04b_pretrain.ipynb #416dd991
 def _fmt(rec: dict) -> str:
     "One log line per epoch."
     return (f"epoch {rec['epoch']:3d}{'*' if rec['partial'] else ' '} step {rec['step']:6d}  lr {rec['lr']:.2e}  loss {rec['loss']:.3f} "
             f"(w {rec['w1'] + rec['w2']:.3f}, s {rec['s1'] + rec['s2']:.3f})  val {rec['val_loss']:.3f}  {rec['seconds']:.0f}s")
 
+def _end_epoch(r: dict, epoch: int, lr: float, n_total: int, t0: float, out: Path, val_batches: int, log) -> dict:
+    "Validate, record (one record per epoch) and checkpoint `epoch`, of which r['batch'] of `n_total` batches are done."
+    h, done = r['history'], r['batch']
+    vl = val_loss(r['test_ds'], r['te'], r['ie'], r['cfg'], val_batches)
+    seconds = time.perf_counter() - t0
+    if h and h[-1]['epoch'] == epoch + 1 and h[-1]['partial']: seconds += h.pop()['seconds']   # resumed inside this epoch
+    rec = dict(epoch=epoch + 1, step=r['step'], lr=lr, **{k: v / max(done, 1) for k, v in r['sums'].items()},
+               val_loss=vl, seconds=seconds, partial=done < n_total)
+    h.append(rec); log(_fmt(rec))
+    part = rec['partial']
+    state = dict(optimizer=r['opt'].state_dict(), epoch=epoch + (not part), batch=done if part else 0, step=r['step'],
+                 sums=dict(r['sums']) if part else dict.fromkeys(LOSS_TERMS, 0.), history=h, rng=_rng_states(r['device']))
+    save_damsm(out, r['te'], r['ie'], r['cfg'], r['vocab'], state)
+    return rec
+
+# %% ../nbs/04b_pretrain.ipynb #c182feef
 def pretrain_damsm(cfg: Config,              # settings (`cfg.damsm`, `cfg.text`, `cfg.data`, `cfg.train.seed/threads`)
                    out,                      # run folder: config.json, vocab.json, damsm.pt, damsm_state.pt
                    data=None,                # CUB-layout folder or 'synth'; default `cfg.data.root`
@@ -233,38 +323,22 @@ def pretrain_damsm(cfg: Config,              # settings (`cfg.damsm`, `cfg.text`
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     with torch_threads(cfg.train.threads):
         r = _start(cfg, out, data, resume, device, log)
-        cfg, te, ie, opt, history, step = r['cfg'], r['te'], r['ie'], r['opt'], r['history'], r['step']
-        n_epochs = cfg.damsm.epochs if epochs is None else epochs
-        epoch_iter = master_bar(range(r['epoch'], n_epochs)) if progress else range(r['epoch'], n_epochs)
-        deadline, stop = None, None
-        te.train(); ie.train()
-        for epoch in epoch_iter:
-            if max_steps is not None and step >= max_steps: break
-            lr = lr_at(epoch, cfg)
-            for g in opt.param_groups: g['lr'] = lr
-            loader = make_loader(r['train_ds'], cfg.damsm.batch_size, shuffle=True, drop_last=True,
-                                 seed=cfg.train.seed + epoch, bucket=cfg.data.bucket_by_length)
-            t0, sums, n = time.perf_counter(), dict.fromkeys(('loss', 'w1', 'w2', 's1', 's2'), 0.), 0
-            for batch in (progress_bar(loader, parent=epoch_iter) if progress else loader):
-                if deadline is None and minutes is not None: deadline = time.perf_counter() + 60 * minutes
-                try: l = train_step(batch, te, ie, opt, cfg)
-                except LossDiverged as e:
-                    raise LossDiverged(f"The DAMSM loss became {e.value} at epoch {epoch + 1}, step {step + 1}; "
-                                       f"the last good checkpoint (epoch {history[-1]['epoch'] if history else 0}) in {out} is kept: "
-                                       f"lower cfg.damsm.lr and resume.") from None
-                step, n = step + 1, n + 1
-                for k in sums: sums[k] += getattr(l, k).item()
-                if deadline is not None and time.perf_counter() >= deadline: stop = f"the {minutes:g}-minute budget is spent"
-                if max_steps is not None and step >= max_steps: stop = f"{max_steps} steps done"
-                if stop: break
-            rec = dict(epoch=epoch + 1, step=step, lr=lr, **{k: v / max(n, 1) for k, v in sums.items()},
-                       val_loss=val_loss(r['test_ds'], te, ie, cfg, val_batches), seconds=time.perf_counter() - t0,
-                       partial=stop is not None)
-            history.append(rec); log(_fmt(rec))
-            save_damsm(out, te, ie, cfg, r['vocab'], dict(optimizer=opt.state_dict(), epoch=epoch + 1, step=step,
-                                                          history=history, rng=_rng_states()))
-            if stop: log(f"stopped after epoch {epoch + 1}, step {step}: {stop}."); break
-        return history
+        todo = range(r['epoch'], r['cfg'].damsm.epochs if epochs is None else epochs)
+        bar, budget = (master_bar(todo) if progress else None), _Budget(minutes, max_steps)
+        r['te'].train(); r['ie'].train()
+        for epoch in (bar if bar is not None else todo):
+            if max_steps is not None and r['step'] >= max_steps: break
+            lr = lr_at(epoch, r['cfg'])
+            for g in r['opt'].param_groups: g['lr'] = lr
+            skip = r['batch']                                  # > 0 only in the first epoch of a run resumed inside it
+            if not skip: r['sums'] = dict.fromkeys(LOSS_TERMS, 0.)
+            t0 = time.perf_counter()
+            batches, n = _epoch_batches(r, epoch, skip)
+            stop = _train_epoch(r, epoch, batches, n, budget, out, bar)
+            rec = _end_epoch(r, epoch, lr, skip + n, t0, out, val_batches, log)
+            r['batch'] = 0
+            if stop: log(f"stopped {'in' if rec['partial'] else 'after'} epoch {epoch + 1}, step {r['step']}: {stop}."); break
+        return r['history']
 
 # %% ../nbs/04b_pretrain.ipynb #8bbc01f2
 def plot_damsm_history(history: list, ax=None):
@@ -285,33 +359,34 @@ def caption_choice(n: int, n_caps: int = 10, seed: int = 0) -> np.ndarray:
 @torch.no_grad()
 def encode_pairs(ds, text_encoder, img_encoder, index, caption_idx, cfg: Config, batch_size: int = 64,
                  max_words: int = 25, seed: int = 0) -> dict:
-    "Global and sentence features, and each word's attention over its own image, for images `index` of `ds`."
-    te, ie = text_encoder.eval(), img_encoder.eval()
-    dev, old, out = next(te.parameters()).device, (ds.max_words, ds.train), dict(img=[], sent=[], attn=[], mask=[])
-    ds.max_words, ds.train = max_words, False
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)                                           # captions over max_words lose random words
-            for s in range(0, len(index), batch_size):
-                b = to_device(collate([ds[(int(i), int(caption_idx[k]))] for k, i in enumerate(index[s:s + batch_size], s)]), dev)
-                words, sent = te(b['captions'], b['lengths'])                 # (B, D, T), (B, D)
-                regions, img_global = ie(b['images'][-1])                     # (B, D, h, w), (B, D)
-                _, attn = region_attention(words, regions.flatten(2), cfg.damsm.gamma1, b['mask'])   # (B, T, R)
-                pad = max_words - words.shape[-1]
-                out['img'].append(img_global.cpu()); out['sent'].append(sent.cpu())
-                out['attn'].append(F.pad(attn, (0, 0, 0, pad)).view(len(attn), max_words, *regions.shape[2:]).cpu())
-                out['mask'].append(F.pad(b['mask'], (0, pad)).cpu())
-    finally: ds.max_words, ds.train = old
+    "Global and sentence features, and each word's attention over its own image, for images `index` of `ds` (no global random numbers)."
+    te, ie, out = text_encoder, img_encoder, dict(img=[], sent=[], attn=[], mask=[])
+    dev, g = next(te.parameters()).device, torch.Generator().manual_seed(seed)   # g: the words a too-long caption loses
+    with _centre_crops(ds), _evaluating(te, ie):
+        for s in range(0, len(index), batch_size):
+            b = to_device(collate([_pair(ds, i, caption_idx[k], max_words, g) for k, i in enumerate(index[s:s + batch_size], s)]), dev)
+            words, sent = te(b['captions'], b['lengths'])                     # (B, D, T), (B, D)
+            regions, img_global = ie(b['images'][-1])                         # (B, D, h, w), (B, D)
+            _, attn = region_attention(words, regions.flatten(2), cfg.damsm.gamma1, b['mask'])   # (B, T, R)
+            pad = max_words - words.shape[-1]
+            out['img'].append(img_global.cpu()); out['sent'].append(sent.cpu())
+            out['attn'].append(F.pad(attn, (0, 0, 0, pad)).view(len(attn), max_words, *regions.shape[2:]).cpu())
+            out['mask'].append(F.pad(b['mask'], (0, pad)).cpu())
     return {k: torch.cat(v) for k, v in out.items()}                          # (N, D), (N, D), (N, T, h, w), (N, T)
 
 # %% ../nbs/04b_pretrain.ipynb #ddbb2ad7
 def part_map_crop(ds, i: int, root=None) -> np.ndarray:
-    "The part label map of image `i` of `ds`, cut as `ds` cuts the image with train=False: (s, s) uint8, s = max(ds.sizes)."
+    "The part label map of image `i` of `ds`, cut by the pipeline that cuts its images with train=False: (s, s) uint8, s = max(ds.sizes)."
     from attngan.synthbirds import load_part_map
     lab = Image.fromarray(load_part_map(root or ds.root, ds.keys[i]))
     if ds.boxes[i] is not None: lab = bbox_crop(lab, ds.boxes[i], ds.bbox_scale)
-    top = max(ds.sizes); base = int(top * 76 / 64); o = (base - top) // 2
-    return np.asarray(lab.resize((base, base), Image.NEAREST).crop((o, o, o + top, o + top)))
+    lab, top = np.asarray(lab), max(ds.sizes)
+    parts, weight = np.unique(lab), []
+    for k in range(0, len(parts), 3):                                        # three part masks as the R, G, B of an image
+        rgb = np.zeros((*lab.shape, 3), np.uint8)
+        for ch, p in enumerate(parts[k:k + 3]): rgb[..., ch] = 255 * (lab == p)
+        weight.append(multiscale(Image.fromarray(rgb), (top,), train=False, flip=False)[0][:len(parts[k:k + 3])])
+    return parts[torch.cat(weight).argmax(0).numpy()].astype(np.uint8)   # (s, s) the part with the most weight
 
 # %% ../nbs/04b_pretrain.ipynb #972d7766
 def word_localisation(attn, labels, part: int) -> dict | None:
@@ -357,6 +432,17 @@ def _models(run):
     "(text_encoder, image_encoder, cfg, vocab) from a run folder or from such a tuple."
     return load_damsm(run) if isinstance(run, (str, Path)) else tuple(run)
 
+def _eval_pairs(cfg: Config, vocab: Vocab, data=None, split: str = 'test', n_images: int | None = None, seed: int = 0,
+                max_words: int = 25) -> tuple:
+    "(root, data set, image indices, caption indices) of an evaluation: `n_images` of `split` drawn from `seed` (default all)."
+    root = damsm_data_root(cfg, data, progress=False)
+    ds = CUBDataset(root, split, sizes=(cfg.damsm.image_size,), vocab=vocab, max_words=max_words, train=False,
+                    captions_per_image=cfg.data.captions_per_image, bbox_scale=cfg.data.bbox_scale)
+    n = len(ds) if n_images is None else min(n_images, len(ds))
+    index = np.arange(len(ds)) if n == len(ds) else np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False))
+    return root, ds, index, caption_choice(n, ds.n_caps, seed)
+
+# %% ../nbs/04b_pretrain.ipynb #d50991b6
 def evaluate_damsm(run,                      # run folder, or (text_encoder, image_encoder, cfg, vocab)
                    data=None,                # CUB-layout folder or 'synth'; default the run's cfg.data.root
                    split: str = 'test',      # 'test' = held-out species
@@ -367,21 +453,15 @@ def evaluate_damsm(run,                      # run folder, or (text_encoder, ima
                    log=print) -> dict:
     "R-precision (global vectors, DM-GAN protocol) and, on synthetic birds, word-attention localisation, on held-out images."
     te, ie, cfg, vocab = _models(run)
-    root = damsm_data_root(cfg, data, progress=False)
-    ds = CUBDataset(root, split, sizes=(cfg.damsm.image_size,), vocab=vocab, max_words=max_words, train=False,
-                    captions_per_image=cfg.data.captions_per_image, bbox_scale=cfg.data.bbox_scale)
-    n = len(ds) if n_images is None else min(n_images, len(ds))
-    index = np.arange(len(ds)) if n == len(ds) else np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False))
-    cidx = caption_choice(n, ds.n_caps, seed)
+    root, ds, index, cidx = _eval_pairs(cfg, vocab, data, split, n_images, seed, max_words)
     enc = encode_pairs(ds, te, ie, index, cidx, cfg, batch_size, max_words, seed)
     cls = torch.tensor([ds.class_ids[i] for i in index])
     rp, rp_std = r_precision(enc['img'], enc['sent'], enc['sent'], cls, cls, seed=seed)
-    res = dict(split=split, n_images=n, r_precision=rp, r_precision_std=rp_std, r_precision_chance=1.0)
-    log(f"R-precision on {n} {split} images (global vectors; 1 true + 99 other-class captions, 10 bins): "
+    res = dict(split=split, n_images=len(index), r_precision=rp, r_precision_std=rp_std, r_precision_chance=1.0)
+    log(f"R-precision on {len(index)} {split} images (global vectors; 1 true + 99 other-class captions, 10 bins): "
         f"{rp:.1f} +- {rp_std:.1f} %  (chance 1.0 %)")
     if (root/'captions_gt.json').exists() and (root/'parts').is_dir():
-        loc = attention_localisation(ds, enc, index, cidx, root)
-        res['localisation'] = loc
+        loc = res['localisation'] = attention_localisation(ds, enc, index, cidx, root)
         for name, d in (('colour words', loc['colour']), ('all attribute words', loc['attribute'])):
             if d['n']: log(f"{name} ({d['n']}): pointing game {100 * d['pointing']:.1f} % (uniform {100 * d['pointing_uniform']:.1f} %), "
                            f"pixel peak {100 * d['pointing_px']:.1f} % (uniform {100 * d['area']:.1f} %), "

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_sample.ipynb #f113f388
 from __future__ import annotations
-import math, textwrap
+import math, textwrap, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
@@ -14,19 +14,19 @@ from .data import Vocab, tokenize, encode_caption
 from .core import Generator
 
 # %% auto #0
-__all__ = ['SHIPPED_MODEL', 'Text2ImageResult', 'to_uint8', 'Text2Image', 'encode_captions', 'assets_dir', 'file_sha256',
-           'write_checksums', 'verify_checksums', 'half_precision', 'package_model', 'show_samples',
-           'show_word_attention', 'save_result']
+__all__ = ['SHIPPED_MODEL', 'Text2ImageResult', 'to_uint8', 'Text2Image', 'read_words', 'encode_captions', 'UnknownWordsWarning',
+           'warn_unknown', 'draw_noise', 'spread_attention', 'assets_dir', 'file_sha256', 'write_checksums',
+           'verify_checksums', 'half_precision', 'package_model', 'show_samples', 'show_word_attention', 'save_result']
 
 # %% ../nbs/08_sample.ipynb #c08074f7
 @dataclass
 class Text2ImageResult:
     "Images of every stage and word attention of every refinement stage for `n` samples of each caption."
     captions: list          # the captions as given
-    tokens: list            # per caption: its words as the model saw them (unknown words kept, shown as typed)
-    unknown: list           # per caption: the words the vocabulary does not know
+    tokens: list            # per caption: its words as typed, up to the last one read
+    unknown: list           # per caption: the words the vocabulary does not know (left out before encoding)
     images: list            # per stage: (N, 3, s, s) in [-1, 1], N = len(captions) * n
-    attention: list         # per refinement stage: (N, T, s, s); padding words are 0
+    attention: list         # per refinement stage: (N, T, s, s), one map per typed word; unknown words and padding are 0
     n: int = 1              # samples per caption
     seed: int = 0           # sample k used seed + k
 
@@ -58,38 +58,74 @@ class Text2Image:
         return f"Text2Image({'/'.join(map(str, self.cfg.gan.sizes))} px, {len(self.vocab)} words, preset {self.cfg.name!r})"
 
 # %% ../nbs/08_sample.ipynb #f0076696
+def read_words(vocab: Vocab, caption: str, max_words: int = 0) -> tuple:
+    "The caption's words as typed (up to the last one read) and the positions among them of the words the model reads."
+    encode_caption(vocab, caption)                                  # one sentence for an empty caption or no known word
+    typed = tokenize(caption)
+    read = [j for j, t in enumerate(typed) if t in vocab.stoi]      # unknown words are skipped, not read as <unk>
+    if max_words and len(read) > max_words: read = read[:max_words]; typed = typed[:read[-1] + 1]
+    return typed, read
+
+# %% ../nbs/08_sample.ipynb #b1f8d1c8
 def encode_captions(vocab: Vocab, captions, max_words: int = 0) -> tuple:
-    "Captions -> ids (B, T), lengths (B,), mask (B, T), tokens, unknown words."
+    "Captions -> ids (B, T) of the words read, lengths (B,), mask (B, T), the words read, and each caption's unknown words."
     if isinstance(captions, str): captions = [captions]
     if not captions: raise InvalidInput("No caption given; pass at least one, e.g. 'this bird has a red crown'.")
-    ids = [encode_caption(vocab, c) for c in captions]
-    toks = [tokenize(c) for c in captions]
-    if max_words: ids, toks = [i[:max_words] for i in ids], [t[:max_words] for t in toks]
-    unknown = [[t for t in ts if t not in vocab.stoi] for ts in toks]
-    lengths = torch.tensor([len(i) for i in ids])
-    caps = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-    for b, i in enumerate(ids): caps[b, :len(i)] = torch.tensor(i)
+    layout = [read_words(vocab, c, max_words) for c in captions]
+    toks = [[typed[j] for j in read] for typed, read in layout]
+    unknown = [[t for t in typed if t not in vocab.stoi] for typed, _ in layout]
+    lengths = torch.tensor([len(t) for t in toks])
+    caps = torch.zeros(len(toks), int(lengths.max()), dtype=torch.long)
+    for b, t in enumerate(toks): caps[b, :len(t)] = torch.tensor(vocab.encode(t))
     return caps, lengths, torch.arange(caps.shape[1])[None] < lengths[:, None], toks, unknown
 
+# %% ../nbs/08_sample.ipynb #3ad9ff8f
+class UnknownWordsWarning(UserWarning):
+    "Words of a caption that the vocabulary does not know: left out before encoding."
+
+def warn_unknown(captions: list, unknown: list) -> str:
+    "Warn once, in one line, about the unknown words of each caption; return the line ('' when every word is known)."
+    parts = [f"{', '.join(map(repr, dict.fromkeys(u)))} in {c!r}" for c, u in zip(captions, unknown) if u]
+    if not parts: return ''
+    msg = f"Not in the vocabulary, so left out: {'; '.join(parts)}."
+    warnings.warn(msg, UnknownWordsWarning, stacklevel=4)
+    return msg
+
 # %% ../nbs/08_sample.ipynb #912fae35
-@torch.no_grad()
-def _call(self, captions, seed: int = 0, n: int = 1) -> Text2ImageResult:
-    "Draw `n` samples of each caption; sample k uses seed `seed + k`."
-    if n < 1: raise InvalidInput(f"n must be at least 1 (got {n}).")
-    if isinstance(captions, str): captions = [captions]
-    caps, lengths, mask, toks, unknown = encode_captions(self.vocab, captions, self.cfg.data.max_words)
-    dev = self.device
-    words, sent = self.text_encoder(caps.to(dev), lengths)                   # (B, D, T), (B, D)
-    rep = lambda x: x.repeat_interleave(n, 0)
-    words, sent, mask = rep(words), rep(sent), rep(mask.to(dev))             # (B*n, ...)
+def draw_noise(cfg: Config, n_captions: int, n: int = 1, seed: int = 0, device='cpu') -> dict:
+    "z (B*n, z_dim), eps (B*n, cond_dim) and, with noise_every_stage, one more z per refinement stage: row i*n+k from seed + k."
     gens = [torch.Generator().manual_seed(seed + k) for k in range(n)]
     def draw(d):  # one vector per k, shared by every caption: (B*n, d)
         per_k = [torch.randn(d, generator=g) for g in gens]
-        return torch.stack([per_k[k] for _ in captions for k in range(n)]).to(dev)
-    z, eps = draw(self.cfg.gan.z_dim), draw(self.cfg.gan.cond_dim)        # the same z for sample k of every caption
-    noise = [draw(self.cfg.gan.z_dim) for _ in self.G.next_stages] if self.cfg.gan.noise_every_stage else None
-    out = self.G(z, sent, words, mask, eps=eps, noise=noise)
-    return Text2ImageResult(list(captions), toks, unknown, [x.cpu() for x in out.images], [a.cpu() for a in out.attention], n, seed)
+        return torch.stack([per_k[k] for _ in range(n_captions) for k in range(n)]).to(device)
+    z, eps = draw(cfg.gan.z_dim), draw(cfg.gan.cond_dim)
+    noise = [draw(cfg.gan.z_dim) for _ in cfg.gan.sizes[1:]] if cfg.gan.noise_every_stage else None
+    return dict(z=z, eps=eps, noise=noise)
+
+# %% ../nbs/08_sample.ipynb #a450e927
+def spread_attention(attn,             # (B*n, T_read, s, s) attention over the words read
+                     layout: list,     # per caption: (words as typed, positions read), from read_words
+                     n: int = 1):      # samples per caption
+    "Attention over the words as typed (B*n, T_typed, s, s): each word read at its place, 0 for a word left out."
+    out = attn.new_zeros(attn.shape[0], max(len(t) for t, _ in layout), *attn.shape[2:])
+    for i, (_, read) in enumerate(layout): out[i * n:(i + 1) * n, read] = attn[i * n:(i + 1) * n, :len(read)]
+    return out
+
+# %% ../nbs/08_sample.ipynb #0d664e01
+@torch.no_grad()
+def _call(self, captions, seed: int = 0, n: int = 1) -> Text2ImageResult:
+    "Draw `n` samples of each caption; sample k uses seed `seed + k`. Unknown words are left out, with a warning."
+    if n < 1: raise InvalidInput(f"n must be at least 1 (got {n}).")
+    if isinstance(captions, str): captions = [captions]
+    caps, lengths, mask, _, unknown = encode_captions(self.vocab, captions, self.cfg.data.max_words)
+    layout = [read_words(self.vocab, c, self.cfg.data.max_words) for c in captions]
+    warn_unknown(captions, unknown)
+    dev, rep = self.device, lambda x: x.repeat_interleave(n, 0)
+    words, sent = self.text_encoder(caps.to(dev), lengths)                   # (B, D, T), (B, D)
+    nz = draw_noise(self.cfg, len(captions), n, seed, dev)                  # the same z for sample k of every caption
+    out = self.G(nz['z'], rep(sent), rep(words), rep(mask.to(dev)), eps=nz['eps'], noise=nz['noise'])
+    return Text2ImageResult(list(captions), [t for t, _ in layout], unknown, [x.cpu() for x in out.images],
+                            [spread_attention(a.cpu(), layout, n) for a in out.attention], n, seed)
 
 Text2Image.__call__ = _call
 
@@ -155,6 +191,7 @@ def half_precision(obj):
     if isinstance(obj, (list, tuple)): return type(obj)(half_precision(v) for v in obj)
     return obj.half() if torch.is_tensor(obj) and obj.is_floating_point() else obj
 
+# %% ../nbs/08_sample.ipynb #d4e218b7
 def package_model(run, out, half: bool = True, info: dict | None = None) -> Path:
     "Copy a run's config, vocabulary, DAMSM encoders and EMA generator into `out` (half precision), with SHA256SUMS."
     import json, shutil
@@ -173,6 +210,7 @@ def package_model(run, out, half: bool = True, info: dict | None = None) -> Path
     write_checksums(out)
     return out
 
+# %% ../nbs/08_sample.ipynb #f19ef18e
 def _pretrained(cls, device='cpu', folder=None) -> Text2Image:
     "The model shipped in `attngan/assets` (or a folder written by `package_model`), checksums verified."
     folder = Path(folder).expanduser() if folder else assets_dir()/SHIPPED_MODEL
@@ -186,34 +224,37 @@ Text2Image.pretrained = classmethod(_pretrained)
 
 # %% ../nbs/08_sample.ipynb #67e59522
 def show_samples(res: Text2ImageResult, stages=None, width: float = 1.6, max_rows: int = 8):
-    "One row per sample: its image at every stage, the caption above."
+    "One row per sample: its image at every stage, the caption beside it."
     import matplotlib.pyplot as plt
     stages = list(range(len(res.images))) if stages is None else list(stages)
     rows = min(max_rows, res.images[0].shape[0])
-    fig, axs = plt.subplots(rows, len(stages), figsize=(width * len(stages), width * rows * 1.15), squeeze=False)
+    label_w = 1.3                                                          # inches left of the images for the captions
+    fig, axs = plt.subplots(rows, len(stages), figsize=(width * len(stages) + label_w, width * rows * 1.1 + 0.2), squeeze=False)
     for r in range(rows):
         for j, s in enumerate(stages):
             ax = axs[r, j]; ax.imshow(to_uint8(res.images[s][r:r + 1])[0]); ax.set_xticks([]); ax.set_yticks([])
             if r == 0: ax.set_xlabel(f"{res.images[s].shape[-1]} px", fontsize=7); ax.xaxis.set_label_position('top')
         cap = res.captions[res.caption_of(r)]
-        axs[r, 0].set_ylabel('\n'.join(textwrap.wrap(cap, 24)[:3]), fontsize=6, rotation=0, ha='right', va='center')
-    fig.tight_layout()
+        axs[r, 0].set_ylabel('\n'.join(textwrap.wrap(cap, 24)[:3]) + f"\nseed {res.seed + r % res.n}", fontsize=6, rotation=0, ha='right', va='center')
+    fig.subplots_adjust(left=label_w / fig.get_figwidth(), right=0.98, top=1 - 0.2 / fig.get_figheight(), bottom=0.02, wspace=0.05, hspace=0.08)
     return fig
 
+# %% ../nbs/08_sample.ipynb #38597cde
 def show_word_attention(res: Text2ImageResult, r: int = 0, stage: int = -1, width: float = 1.2, cmap: str = 'jet'):
-    "Sample `r`: its last image, then each word's attention map of refinement stage `stage` over it."
+    "Sample `r`: its last image, then each word's attention map of refinement stage `stage`, on one colour scale."
     import matplotlib.pyplot as plt
     img = to_uint8(res.images[-1][r:r + 1])[0]
-    toks = res.tokens[res.caption_of(r)]
-    attn = res.attention[stage][r, :len(toks)]                               # (T, s, s)
+    toks, unknown = res.tokens[res.caption_of(r)], set(res.unknown[res.caption_of(r)])
+    attn = res.attention[stage][r, :len(toks)].float()                       # (T, s, s)
+    top = float(attn.max()) + 1e-8                                          # the caption's strongest weight sets the scale
     up = F.interpolate(attn[None], size=img.shape[:2], mode='bilinear', align_corners=False)[0].numpy()
-    fig, axs = plt.subplots(1, len(toks) + 1, figsize=(width * (len(toks) + 1), width * 1.25))
+    fig, axs = plt.subplots(1, len(toks) + 1, figsize=(width * (len(toks) + 1), width * 1.35))
     for ax in axs: ax.set_xticks([]); ax.set_yticks([])
-    axs[0].imshow(img); axs[0].set_title('image', fontsize=7)
-    unknown = set(res.unknown[res.caption_of(r)])
-    for ax, t, a in zip(axs[1:], toks, up):
-        ax.imshow(img); ax.imshow(a / (a.max() + 1e-8), cmap=cmap, alpha=0.55, vmin=0, vmax=1)
-        ax.set_title(t + (' (?)' if t in unknown else ''), fontsize=7, color='C3' if t in unknown else 'k')
+    axs[0].imshow(img); axs[0].set_title(f"image\nscale 0-{top:.2f}", fontsize=7)
+    for ax, t, a, m in zip(axs[1:], toks, up, attn):
+        ax.imshow(img); ax.imshow(a, cmap=cmap, alpha=0.55, vmin=0, vmax=top)
+        if t in unknown: ax.set_title(f"{t}\nleft out", fontsize=7, color='C3')
+        else: ax.set_title(f"{t}\npeak {float(m.max()):.2f}", fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -17,11 +17,11 @@ from .synthbirds import COLOURS, BEAK_COLOURS, EYE_COLOURS, PARTS, NOUNS, VALUE_
 
 # %% auto #0
 __all__ = ['ADJECTIVES', 'NOUN_PART', 'SIZE_WORDS', 'EXAMPLE_CAPTION', 'WORD_CLASSES', 'SECTIONS', 'to_png', 'word_class',
-           'word_part', 'stages_figure', 'attention_figure', 'argmax_word_map', 'argmax_figure', 'AttentionInspector',
-           'spill', 'part_maps', 'spill_figure', 'class_mass', 'mean_class_mass', 'class_mass_figure',
-           'pixel_diversity', 'evaluator_diversity', 'seed_grid_figure', 'stage_consistency', 'consistency_figure',
-           'swap_word', 'change_map', 'change_in_part', 'swap_figure', 'load_discriminators', 'discriminator_scores',
-           'discriminator_figure', 'StageInspector']
+           'word_part', 'stages_figure', 'attention_scale', 'attention_figure', 'argmax_word_map', 'argmax_figure',
+           'AttentionInspector', 'spill', 'part_maps', 'spill_figure', 'class_mass', 'mean_class_mass',
+           'class_mass_figure', 'pixel_diversity', 'evaluator_diversity', 'seed_grid_figure', 'stage_consistency',
+           'consistency_figure', 'swap_word', 'change_map', 'change_in_part', 'swap_figure', 'load_discriminators',
+           'discriminator_scores', 'discriminator_figure', 'StageInspector']
 
 # %% ../nbs/10_widgets.ipynb #5b324727
 def to_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -86,15 +86,21 @@ def stages_figure(res: Text2ImageResult, r: int = 0, width: float = 1.4) -> Figu
         ax.imshow(to_uint8(x[r:r + 1])[0]); ax.set_title(f"{x.shape[-1]} px", fontsize=7)
     return fig
 
+# %% ../nbs/10_widgets.ipynb #c45bf1c0
+def attention_scale(res: Text2ImageResult, r: int = 0) -> float:
+    "The top of the colour scale all of sample r's attention maps share: the largest weight of any of its words, any stage."
+    n = len(res.tokens[res.caption_of(r)])
+    return max((float(a[r, :n].max()) for a in res.attention), default=0.0) + 1e-8
+
 def attention_figure(res: Text2ImageResult, word: int, r: int = 0, width: float = 1.4, cmap: str = 'jet') -> Figure:
-    "Word `word`'s attention over each refinement stage on that stage's image (sample r); full colour = the stage's strongest word."
-    n = len(res.attention)
+    "Word `word`'s attention over each refinement stage on that stage's image (sample r), on the caption's shared scale."
+    n, top = len(res.attention), attention_scale(res, r)
     fig, axs = _axes(1, max(n, 1), width)
     for k, a in enumerate(res.attention):
-        img = _img(res, k + 1, r); m = _up(a[r, word], img.shape[0])
-        top = float(a[r, :len(res.tokens[res.caption_of(r)])].max()) + 1e-8   # the strongest word sets the colour scale
-        axs[0, k].imshow(img); axs[0, k].imshow(m / top, cmap=cmap, alpha=0.55, vmin=0, vmax=1)
-        axs[0, k].set_title(f"{_label(res, r, word)!r} at {img.shape[0]} px\nmax {float(a[r, word].max()):.2f}", fontsize=7)
+        img = _img(res, k + 1, r)
+        axs[0, k].imshow(img); im = axs[0, k].imshow(_up(a[r, word], img.shape[0]), cmap=cmap, alpha=0.55, vmin=0, vmax=top)
+        axs[0, k].set_title(f"{_label(res, r, word)!r} at {img.shape[0]} px\npeak {float(a[r, word].max()):.2f}", fontsize=7)
+    if n: fig.colorbar(im, ax=list(axs[0]), fraction=0.046 * n, pad=0.04).ax.tick_params(labelsize=6)
     return fig
 
 # %% ../nbs/10_widgets.ipynb #0b7d2818
@@ -135,6 +141,7 @@ def _reads_html(toks: list, unknown: list, typed: int, max_words: int) -> str:
     if typed > len(toks): notes.append(f"only the first {max_words} words are read")
     return f"<b>model reads:</b> {words}" + (f" <i>({'; '.join(notes)})</i>" if notes else '')
 
+# %% ../nbs/10_widgets.ipynb #dc9c3427
 def _first_adjective(toks: list) -> int:
     "Index of the first colour word with a part (else the first adjective, else 0)."
     return next((i for i, w in enumerate(toks) if w in COLOURS and word_part(toks, i)), next((i for i, w in enumerate(toks) if w in ADJECTIVES), 0))
@@ -197,6 +204,9 @@ def _ai_refresh(self):
     self.argmax_image.value = to_png(argmax_figure(res, width=self.width)) if res.attention else b''
     _show(pics, True); self._draw_word()
 
+AttentionInspector.refresh = _ai_refresh
+
+# %% ../nbs/10_widgets.ipynb #3c009e36
 def _ai_draw_word(self):
     "Redraw the chosen word's attention over each refinement stage."
     if self._busy or self.res is None or self.words.value is None or not self.res.attention: return
@@ -207,7 +217,7 @@ def _ai_view(self) -> dict:
     return dict(message=self.message.value, words=list(self.words._options_labels), word=self.words.value,
                 images={k: len(getattr(self, k).value) > 0 for k in ('stages_image', 'attention_image', 'argmax_image')})
 
-AttentionInspector.refresh, AttentionInspector._draw_word, AttentionInspector.view = _ai_refresh, _ai_draw_word, _ai_view
+AttentionInspector._draw_word, AttentionInspector.view = _ai_draw_word, _ai_view
 
 # %% ../nbs/10_widgets.ipynb #9cb6dc98
 def spill(attn,          # (h, w) one word's attention map
@@ -225,13 +235,12 @@ def part_maps(evaluator: nn.Module, images) -> torch.Tensor:
     return predict(evaluator, images)[1]
 
 def spill_figure(res: Text2ImageResult, word: int, labels=None, r: int = 0, stage: int = -1, width: float = 1.5) -> Figure:
-    "The word's attention on the image, and the part it describes as the segmenter sees it (when `labels` is given)."
+    "The word's attention on the image (the caption's shared scale), and the part it describes as the segmenter sees it (when `labels` is given)."
     toks = res.tokens[res.caption_of(r)]; part = word_part(toks, word)
     img = _img(res, stage if stage < 0 else stage + 1, r); a = _up(res.attention[stage][r, word], img.shape[0])
     fig, axs = _axes(1, 2 if labels is not None else 1, width)
-    top = float(res.attention[stage][r, :len(toks)].max()) + 1e-8
-    axs[0, 0].imshow(img); axs[0, 0].imshow(a / top, cmap='jet', alpha=0.55, vmin=0, vmax=1)
-    axs[0, 0].set_title(f"{_label(res, r, word)!r} attention", fontsize=7)
+    axs[0, 0].imshow(img); axs[0, 0].imshow(a, cmap='jet', alpha=0.55, vmin=0, vmax=attention_scale(res, r))   # the caption's scale
+    axs[0, 0].set_title(f"{_label(res, r, word)!r} attention\npeak {float(res.attention[stage][r, word].max()):.2f}", fontsize=7)
     if labels is not None:
         lab = F.interpolate(torch.as_tensor(labels)[None, None].float(), size=img.shape[:2], mode='nearest')[0, 0].long().numpy()
         axs[0, 1].imshow(label_rgb(lab.astype(np.uint8)), interpolation='nearest')
@@ -357,6 +366,7 @@ def load_discriminators(run, cfg: Config | None = None) -> nn.ModuleList:
         raise InvalidInput(f"The discriminators in {src} do not fit the config ({str(e).splitlines()[0][:120]}).") from None
     return Ds.eval()
 
+# %% ../nbs/10_widgets.ipynb #6687688c
 @torch.no_grad()
 def discriminator_scores(Ds: nn.ModuleList, t2i: Text2Image, res: Text2ImageResult) -> list:
     "Per stage: dict(size, real (N,), match (N,)): sigmoid of the unconditional and conditional logits."
@@ -391,17 +401,22 @@ def _swap_default(t2i, toks: list, i: int) -> str:
     if toks[i] not in COLOURS: return ''
     return next((c for c in ('blue', 'red', 'yellow', 'white', 'black') + tuple(COLOURS) if c != toks[i] and c in t2i.vocab.stoi), '')
 
+def _resolve_discriminators(t2i: Text2Image, discriminators=None):
+    "None: the model's own folder's, when it has them; False: none; a folder: loaded from it; modules: as given."
+    if discriminators is None and getattr(t2i, 'run', None) is not None:
+        try: discriminators = load_discriminators(t2i.run, t2i.cfg)
+        except UserError: pass
+    if discriminators is False: discriminators = None
+    return load_discriminators(discriminators, t2i.cfg) if isinstance(discriminators, (str, Path)) else discriminators
+
+# %% ../nbs/10_widgets.ipynb #ec5390e6
 class StageInspector(W.VBox):
-    "The failure modes of ANCHORS.md for one caption: spill, ignored words, diversity, stage consistency, word control, D scores."
+    "AttnGAN's failure modes for one caption, each measured: spill, ignored words, diversity, stage consistency, word control, D scores."
     def __init__(self, t2i: Text2Image, evaluator: nn.Module | None = None, discriminators=None, caption: str = EXAMPLE_CAPTION,
                  seed: int = 0, n_seeds: int = 6, width: float = 1.3):
         super().__init__()
         self.t2i, self.evaluator, self.n_seeds, self.width = t2i, evaluator, n_seeds, width
-        if discriminators is None and getattr(t2i, 'run', None) is not None:    # the model's own folder, when it has them
-            try: discriminators = load_discriminators(t2i.run, t2i.cfg)
-            except UserError: pass
-        if discriminators is False: discriminators = None                       # False: none, even if the folder has them
-        self.Ds = load_discriminators(discriminators, t2i.cfg) if isinstance(discriminators, (str, Path)) else discriminators
+        self.Ds = _resolve_discriminators(t2i, discriminators)
         self.res, self.labels, self.numbers, self._busy, self._auto_swap, self._toks = None, None, {}, False, '', []
         self.caption = W.Text(value=caption, description='caption', continuous_update=False, layout=W.Layout(width='560px'))
         self.seed = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description='seed', layout=W.Layout(width='160px'))
@@ -441,6 +456,9 @@ def _si_refresh(self):
     for draw in (self._draw_classes, self._draw_diversity, self._draw_consistency, self._draw_discriminators): draw()
     self._on_word()
 
+StageInspector.refresh = _si_refresh
+
+# %% ../nbs/10_widgets.ipynb #d416c572
 def _si_on_word(self):
     if self._busy or self.res is None: return
     toks, i = self.res.tokens[0], self.words.value
@@ -455,7 +473,7 @@ def _put(self, key: str, fig=None, text: str = ''):
     self.images[key].layout.display = None if fig is not None else 'none'
     self.texts[key].value = f"<div style='font-size:12px; line-height:1.35'>{text}</div>"
 
-StageInspector.refresh, StageInspector._on_word, StageInspector._put = _si_refresh, _si_on_word, _put
+StageInspector._on_word, StageInspector._put = _si_on_word, _put
 
 # %% ../nbs/10_widgets.ipynb #1803c5ed
 def _si_spill(self):
@@ -479,6 +497,9 @@ def _si_spill(self):
     self._put('spill', fig, f"<b>spill = {_fmt(s)}</b>: the share of the attention of {html.escape(repr(toks[i]))} outside the {part}"
                             f"<br>uniform attention: {_fmt(1 - area)} (1 - area); on the part: 0{note}")
 
+StageInspector._draw_spill = _si_spill
+
+# %% ../nbs/10_widgets.ipynb #c49a9bd5
 def _si_classes(self):
     "Share of attention per word class, all samples, every refinement stage."
     if not self.res.attention: return self._put('classes', None, 'This model has no refinement stage, so no word attention.')
@@ -489,7 +510,7 @@ def _si_classes(self):
     self._put('classes', class_mass_figure(ms, [f"{x.shape[-1]} px" for x in self.res.images[1:]]), f"last stage, mean of {self.res.n} seeds:<table><tr><th>class</th><th>attention</th>"
                                                 f"<th>words</th><th>ratio</th></tr>{rows}</table>ratio &lt; 1: attended less than its count")
 
-StageInspector._draw_spill, StageInspector._draw_classes = _si_spill, _si_classes
+StageInspector._draw_classes = _si_classes
 
 # %% ../nbs/10_widgets.ipynb #181d3a7c
 def _si_diversity(self):
@@ -534,6 +555,9 @@ def _si_swap(self):
         txt += f"<br>share of the change on the {part}: <b>{_fmt(sw['in_part'])}</b> (its area {_fmt(sw['area'])})"
     self._put('swap', swap_figure(pair, width=self.width), txt)
 
+StageInspector._draw_swap = _si_swap
+
+# %% ../nbs/10_widgets.ipynb #75c2340e
 def _si_discriminators(self):
     "Each stage's D: probability of real and of real-and-matching, per seed."
     if self.Ds is None:
@@ -545,4 +569,4 @@ def _si_discriminators(self):
     txt = '<br>'.join(f"D {s['size']} px: real <b>{_fmt(s['real'])}</b>, real and matching <b>{_fmt(s['match'])}</b>" for s in self.numbers['discriminators'])
     self._put('discriminators', discriminator_figure(sc, width=self.width * 2), f"mean of {self.res.n} seeds:<br>{txt}")
 
-StageInspector._draw_swap, StageInspector._draw_discriminators = _si_swap, _si_discriminators
+StageInspector._draw_discriminators = _si_discriminators
