@@ -41,7 +41,7 @@ class DataConfig:
 # %% ../nbs/00_config.ipynb #ba91cd71
 @dataclass
 class TextConfig:
-    "The bidirectional-LSTM text encoder of DAMSM (paper Sec. 3.3)."
+    "The bidirectional-LSTM text encoder of DAMSM (paper Sec. 3.2)."
     emb_dim: int = 300          # word-embedding size (official code: 300)
     hidden_dim: int = 128       # LSTM hidden size per direction; word features are 2*hidden_dim
     n_layers: int = 1           # LSTM layers
@@ -56,7 +56,7 @@ class TextConfig:
 # %% ../nbs/00_config.ipynb #f12ca86f
 @dataclass
 class DAMSMConfig:
-    "The Deep Attentional Multimodal Similarity Model and its pre-training (paper Sec. 3.3)."
+    "The Deep Attentional Multimodal Similarity Model and its pre-training (paper Sec. 3.2)."
     image_encoder: str = 'cnn'     # 'inception' (paper, needs a local weights file) or 'cnn' (small, from scratch)
     inception_weights: str = ''    # local path to torchvision Inception-v3 ImageNet weights ('' = none)
     image_size: int = 64           # encoder input size (Inception: images are upsampled to 299)
@@ -78,7 +78,7 @@ class DAMSMConfig:
 # %% ../nbs/00_config.ipynb #fb79442a
 @dataclass
 class GANConfig:
-    "Generator and discriminators (paper Sec. 3.1, 3.2)."
+    "Generator and discriminators (paper Sec. 3.1)."
     sizes: tuple = (64, 128, 256)   # image size of each stage; refinement stages double it
     z_dim: int = 100                # noise size
     cond_dim: int = 100             # conditioning-augmentation output size

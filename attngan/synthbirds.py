@@ -570,6 +570,23 @@ def _write_lines(path, lines): Path(path).write_text(''.join(l + '\n' for l in l
 def _dump_pickle(path, obj):
     with open(path, 'wb') as f: pickle.dump(obj, f, protocol=2)
 
+# %% ../nbs/02_synthbirds.ipynb #0e67ca98
+def _write_tables(dst, rows, attrs, gts, poses, n, size, seed):
+    "The index files, the train/test split and the sidecars; synth_birds.json last."
+    cub, sp = dst/'CUB_200_2011', species(seed)
+    _write_lines(cub/'images.txt', rows['images']); _write_lines(cub/'bounding_boxes.txt', rows['boxes'])
+    _write_lines(cub/'image_class_labels.txt', rows['labels']); _write_lines(cub/'classes.txt', [f"{c} {f}" for c, f, _ in sp])
+    keys = list(attrs)
+    for split, keep in (('train', lambda c: c <= N_TRAIN_CLASSES), ('test', lambda c: c > N_TRAIN_CLASSES)):
+        (dst/split).mkdir()
+        ks = [k for k in keys if keep(int(k[:3]))]
+        _dump_pickle(dst/split/'filenames.pickle', ks); _dump_pickle(dst/split/'class_info.pickle', [int(k[:3]) for k in ks])
+    for name, obj in (('attributes', attrs), ('captions_gt', gts), ('poses', poses)):
+        (dst/f'{name}.json').write_text(json.dumps(obj, separators=(',', ':')))
+    info = dict(n=n, size=size, seed=seed, version=VERSION, n_classes=N_CLASSES, train_classes=[1, N_TRAIN_CLASSES],
+                test_classes=[N_TRAIN_CLASSES + 1, N_CLASSES], parts=PARTS, attributes=ATTR_VALUES)
+    (dst/'synth_birds.json').write_text(json.dumps(info, indent=1))
+
 # %% ../nbs/02_synthbirds.ipynb #941a4610
 def _write_set(dst: Path, n: int, size: int, seed: int, progress: bool, batch: int = 64):
     "Render and write the whole set into `dst` (which must not exist)."
@@ -589,23 +606,6 @@ def _write_set(dst: Path, n: int, size: int, seed: int, progress: bool, batch: i
             rows['boxes'].append(f"{it.image_id} " + ' '.join(f'{v:.1f}' for v in box))
             attrs[it.key], poses[it.key] = it.attrs, {k: round(v, 6) for k, v in it.pose.items()}
     _write_tables(dst, rows, attrs, gts, poses, n, size, seed)
-
-# %% ../nbs/02_synthbirds.ipynb #0e67ca98
-def _write_tables(dst, rows, attrs, gts, poses, n, size, seed):
-    "The index files, the train/test split and the sidecars; synth_birds.json last."
-    cub, sp = dst/'CUB_200_2011', species(seed)
-    _write_lines(cub/'images.txt', rows['images']); _write_lines(cub/'bounding_boxes.txt', rows['boxes'])
-    _write_lines(cub/'image_class_labels.txt', rows['labels']); _write_lines(cub/'classes.txt', [f"{c} {f}" for c, f, _ in sp])
-    keys = list(attrs)
-    for split, keep in (('train', lambda c: c <= N_TRAIN_CLASSES), ('test', lambda c: c > N_TRAIN_CLASSES)):
-        (dst/split).mkdir()
-        ks = [k for k in keys if keep(int(k[:3]))]
-        _dump_pickle(dst/split/'filenames.pickle', ks); _dump_pickle(dst/split/'class_info.pickle', [int(k[:3]) for k in ks])
-    for name, obj in (('attributes', attrs), ('captions_gt', gts), ('poses', poses)):
-        (dst/f'{name}.json').write_text(json.dumps(obj, separators=(',', ':')))
-    info = dict(n=n, size=size, seed=seed, version=VERSION, n_classes=N_CLASSES, train_classes=[1, N_TRAIN_CLASSES],
-                test_classes=[N_TRAIN_CLASSES + 1, N_CLASSES], parts=PARTS, attributes=ATTR_VALUES)
-    (dst/'synth_birds.json').write_text(json.dumps(info, indent=1))
 
 # %% ../nbs/02_synthbirds.ipynb #5f986bd0
 def synth_info(root) -> dict | None:
