@@ -316,7 +316,7 @@ def pretrain_damsm(cfg: Config,              # settings (`cfg.damsm`, `cfg.text`
                    max_steps: int | None = None,   # stop after this many steps in all
                    val_batches: int = 16,    # batches of the test split in each validation
                    device=None) -> list:     # default: the first CUDA device if there is one, else the CPU
-    "Pre-train the DAMSM text and image encoders (paper Sec. 3.3); checkpoint every epoch; return the history."
+    "Pre-train the DAMSM text and image encoders (paper Sec. 3.2); checkpoint every epoch; return the history."
     if minutes is not None and not minutes > 0: raise InvalidInput(f"minutes must be positive (got {minutes}).")
     if epochs is not None and epochs < 1: raise InvalidInput(f"epochs must be at least 1 (got {epochs}).")
     out = Path(out).expanduser()
