@@ -45,14 +45,16 @@ def cmd_train(a):
 # %% ../nbs/11_cli.ipynb #271c974e
 def cmd_sample(a):
     "Draw images for captions from a trained run."
-    from attngan.sample import Text2Image, save_result
+    import warnings
+    from attngan.sample import Text2Image, save_result, UnknownWordsWarning
     if a.run is None:
         pipe = Text2Image.pretrained()
         print("Using the model shipped with attngan (synthetic birds); pass --run RUN for your own.")
     else: pipe = Text2Image.from_checkpoint(a.run)
-    res = pipe(a.captions, seed=a.seed, n=a.n)
+    with warnings.catch_warnings():                                # said once below, as a note
+        warnings.simplefilter('ignore', UnknownWordsWarning); res = pipe(a.captions, seed=a.seed, n=a.n)
     for c, unk in zip(res.captions, res.unknown):
-        if unk: print(f"note: {', '.join(repr(w) for w in unk)} in {c!r} {'is' if len(unk) == 1 else 'are'} not in the vocabulary and became <unk>.")
+        if unk: print(f"note: {', '.join(repr(w) for w in unk)} in {c!r} {'is' if len(unk) == 1 else 'are'} not in the vocabulary, so left out.")
     paths = save_result(res, a.out, attention=bool(res.attention))
     print(f"Wrote {len(paths)} images for {len(res.captions)} caption(s) x {a.n} sample(s) to {a.out} "
           f"(stages {', '.join(str(x.shape[-1]) + ' px' for x in res.images)}; attention figures *_attention.png).")

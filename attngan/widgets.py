@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_widgets.ipynb #22ce9ea7
 from __future__ import annotations
-import html, io
+import html, io, warnings
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import ipywidgets as W
@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from .config import Config, UserError, InvalidInput, MissingPath
 from .data import tokenize
-from .sample import Text2Image, Text2ImageResult, to_uint8, encode_captions
+from .sample import Text2Image, Text2ImageResult, to_uint8, encode_captions, UnknownWordsWarning
 from .synthbirds import COLOURS, BEAK_COLOURS, EYE_COLOURS, PARTS, NOUNS, VALUE_WORDS, label_rgb
 
 # %% auto #0
@@ -75,9 +75,9 @@ def _up(a, size: int) -> np.ndarray:
     return F.interpolate(a.reshape(-1, 1, *a.shape[-2:]), size=(size, size), mode='bilinear', align_corners=False).reshape(*a.shape[:-2], size, size).numpy()
 
 def _label(res: Text2ImageResult, r: int, i: int) -> str:
-    "Word i of sample r's caption, marked '<unk>' when the vocabulary does not know it."
+    "Word i of sample r's caption, marked 'left out' when the vocabulary does not know it (its attention is 0)."
     toks, unk = res.tokens[res.caption_of(r)], res.unknown[res.caption_of(r)]
-    return f"<unk> ({toks[i]})" if toks[i] in unk else toks[i]
+    return f"{toks[i]} (left out)" if toks[i] in unk else toks[i]
 
 def stages_figure(res: Text2ImageResult, r: int = 0, width: float = 1.4) -> Figure:
     "The image of every stage of sample r, left to right."
@@ -131,13 +131,13 @@ EXAMPLE_CAPTION = 'this bird has a red crown and a white belly'
 def _strike(w: str) -> str: return ''.join(c + '\u0336' for c in w)
 
 def _word_buttons(toks: list, unknown: list) -> list:
-    "ToggleButtons options (label, index): unknown words struck through and marked '<unk>'."
-    return [(f"{_strike(w)} <unk>" if w in unknown else w, i) for i, w in enumerate(toks)]
+    "ToggleButtons options (label, index): unknown words struck through and marked 'left out'."
+    return [(f"{_strike(w)} (left out)" if w in unknown else w, i) for i, w in enumerate(toks)]
 
 def _reads_html(toks: list, unknown: list, typed: int, max_words: int) -> str:
-    "One line: the words as the model reads them; unknown ones struck; a note on cut captions."
-    words = ' '.join(f"<s>{html.escape(w)}</s>&lt;unk&gt;" if w in unknown else html.escape(w) for w in toks)
-    notes = [f"{', '.join(repr(w) for w in dict.fromkeys(unknown))} not in the vocabulary (read as &lt;unk&gt;)"] if unknown else []
+    "One line: the words as the model reads them; unknown ones (left out) struck; a note on cut captions."
+    words = ' '.join(f"<s>{html.escape(w)}</s>" if w in unknown else html.escape(w) for w in toks)
+    notes = [f"{', '.join(repr(w) for w in dict.fromkeys(unknown))} not in the vocabulary, so left out"] if unknown else []
     if typed > len(toks): notes.append(f"only the first {max_words} words are read")
     return f"<b>model reads:</b> {words}" + (f" <i>({'; '.join(notes)})</i>" if notes else '')
 
@@ -160,7 +160,9 @@ def _image() -> W.Image:
 def _sample(t2i, caption: str, seed: int, n: int = 1):
     "(result, None) or (None, one sentence saying why there is no picture)."
     if not tokenize(caption): return None, f"Type a caption above to see its images, e.g. '{EXAMPLE_CAPTION}'."
-    try: return t2i(caption, seed=int(seed), n=n), None
+    try:
+        with warnings.catch_warnings():                            # the widget names unknown words itself
+            warnings.simplefilter('ignore', UnknownWordsWarning); return t2i(caption, seed=int(seed), n=n), None
     except UserError as e: return None, str(e)
 
 # %% ../nbs/10_widgets.ipynb #7a5fdd44
@@ -197,7 +199,7 @@ def _ai_refresh(self):
     self._busy = True                                             # one redraw, not one per changed trait
     old = self.words.value
     self.words.options = _word_buttons(toks, unk)
-    self.words.tooltips = ['not in the vocabulary: read as <unk>' if w in unk else f"{word_class(w)}" for w in toks]
+    self.words.tooltips = ['not in the vocabulary: left out' if w in unk else f"{word_class(w)}" for w in toks]
     self.words.value, self._toks = _keep_word(self._toks, old, toks), toks
     self._busy = False
     self.stages_image.value = to_png(stages_figure(res, width=self.width))
@@ -543,11 +545,12 @@ def _si_swap(self):
     toks, i = self.res.tokens[0], self.words.value
     try: new = swap_word(self.caption.value, i, self.swap_to.value)
     except InvalidInput as e: self.numbers['swap'] = None; return self._put('swap', None, html.escape(str(e)))
-    pair = self.t2i([' '.join(toks), new], seed=int(self.seed.value))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UnknownWordsWarning); pair = self.t2i([' '.join(toks), new], seed=int(self.seed.value))
     ch = change_map(pair.images[-1][0], pair.images[-1][1])
     self.numbers['swap'] = sw = dict(caption=new, mean_change=float(ch.mean()))
     txt = f"{html.escape(repr(toks[i]))} &rarr; {html.escape(repr(self.swap_to.value.strip()))}: mean change <b>{_fmt(sw['mean_change'])}</b>"
-    if pair.unknown[1]: txt += f"<br><i>{html.escape(', '.join(pair.unknown[1]))} is not in the vocabulary (&lt;unk&gt;)</i>"
+    if pair.unknown[1]: txt += f"<br><i>{html.escape(', '.join(pair.unknown[1]))} {'is' if len(pair.unknown[1]) == 1 else 'are'} not in the vocabulary, so left out</i>"
     part = word_part(toks, i) if self.part.value == 'auto' else self.part.value
     if self.labels is not None and part is not None:
         mask = self.labels[0] == PARTS.index(part)
