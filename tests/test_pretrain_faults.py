@@ -1,0 +1,56 @@
+"DAMSM pre-training killed (SIGKILL) at random moments and resumed each time: checkpoints stay readable and the run equals one never stopped."
+import os, random, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, torch
+from attngan import pretrain as P
+from attngan.config import tiny
+
+_script = Path(sys.executable).parent/'attngan'
+ATTNGAN = [str(_script)] if _script.exists() else [sys.executable, '-c', 'import sys; from attngan.cli import main; sys.exit(main(sys.argv[1:]))']
+ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
+
+
+def load(p): return torch.load(p, map_location='cpu', weights_only=True)
+def same_tensors(a, b): return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def flat(sd, pre=''):
+    "Nested state dicts -> one flat dict of tensors."
+    out = {}
+    for k, v in sd.items():
+        if isinstance(v, dict): out |= flat(v, f'{pre}{k}.')
+        elif torch.is_tensor(v): out[pre + k] = v
+    return out
+
+
+def test_sigkill_at_random_points_of_pretraining_then_resume(birds_root, tmp_path):
+    seed = int(os.environ.get('ATTNGAN_FAULT_SEED', random.randrange(10**6))); rng = random.Random(seed)
+    print(f'kill points drawn with ATTNGAN_FAULT_SEED={seed}')
+    run, straight, epochs = tmp_path/'run', tmp_path/'straight', 10      # 5 steps an epoch on birds_root
+    cmd = [*ATTNGAN, 'pretrain-damsm', '--data', str(birds_root), '--out', str(run), '--preset', 'tiny', '--epochs', str(epochs), '--quiet']
+    kills = []
+    for leg in range(3):
+        p = subprocess.Popen(cmd + (['--resume'] if leg else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+        try:
+            before = (run/'damsm_state.pt').stat().st_mtime_ns if leg else None
+            t0 = time.time()
+            while not (run/'damsm_state.pt').exists() or (run/'damsm_state.pt').stat().st_mtime_ns == before:   # this leg saved once
+                if p.poll() is not None: break                                  # finished before we could kill it
+                assert time.time() - t0 < 180, 'no new checkpoint within 3 minutes'
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0, 0.8))
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+        finally:
+            p.kill(); p.wait()
+        for f in run.glob('*.pt'): load(f)                                      # every checkpoint stays readable
+        kills.append(load(run/'damsm_state.pt')['epoch'])
+    print('epochs checkpointed when killed:', kills)
+    assert kills == sorted(kills) and kills[0] < epochs, (seed, kills)   # killed inside the run, not after it
+    r = subprocess.run(cmd + ['--resume'], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert not list(run.glob('.*.tmp'))
+    with P.torch_threads(1):
+        P.pretrain_damsm(tiny(), straight, data=birds_root, epochs=epochs, progress=False, log=lambda *a: None)
+    a, b = load(straight/'damsm.pt'), load(run/'damsm.pt')
+    assert same_tensors(flat(a), flat(b)), (seed, kills)
+    sa, sb = load(straight/'damsm_state.pt'), load(run/'damsm_state.pt')
+    assert sa['epoch'] == sb['epoch'] == epochs, (seed, kills)
