@@ -28,7 +28,7 @@ __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'D
            'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict',
            'save_checkpoint', 'load_train_state', 'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff',
            'same_weights', 'check_resume_settings', 'load_run_damsm', 'run_settings', 'run_data', 'prepare_run',
-           'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'train', 'cli_train',
+           'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'timing', 'train', 'cli_train',
            'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
@@ -540,6 +540,7 @@ def run_data(cfg: Config, data=None, vocab: Vocab | None = None, dd: DistInfo = 
     return root, CUBDataset(root, 'train', sizes=cfg.gan.sizes, vocab=vocab, max_words=d.max_words,
                             captions_per_image=d.captions_per_image, flip=d.flip, bbox_scale=d.bbox_scale, preload=True)
 
+# %% ../nbs/07_train.ipynb #462d0481
 def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = DistInfo(), progress=False, log=print,
                 overwrite: bool = False):
     "Build or restore a run: (TrainState, loader, sampler, fixed sample batch)."
@@ -584,7 +585,7 @@ def check_finite(rec: dict, step: int, last_ckpt: int, out):
     if bad: raise TrainingDiverged(f"Training stopped at step {step}: the {bad[0]} loss became {rec[bad[0]]}; the last good "
                                    f"checkpoint (step {last_ckpt}) is kept in {out}; lower the learning rates and resume from it.")
 
-# %% ../nbs/07_train.ipynb #462d0481
+# %% ../nbs/07_train.ipynb #755ca70c
 def after_step(st: TrainState, rec: dict, last_ckpt: int, out, fixed: dict) -> int:
     "Stop on a non-finite loss, then write samples and a checkpoint when due; the step of the last checkpoint."
     check_finite(rec, st.step, last_ckpt, out)
@@ -600,6 +601,12 @@ def end_run(st: TrainState, last_ckpt: int, out, fixed: dict):
         if st.step % st.cfg.train.sample_every: write_samples(st, fixed, out)
         save_checkpoint(st, out)
     if st.dist.world > 1: torch_dist.barrier()
+
+def timing(st: TrainState, first: int, seconds: float) -> str:
+    "The closing line of a call: the steps it trained, how long they took, median seconds a step and ms an image."
+    secs = [h['sec'] for h in st.history[first - st.step:]] if st.step > first else [float('nan')]
+    return (f"Trained steps {first + 1}-{st.step} in {seconds:.1f} s ({np.median(secs):.3f} s/step, "
+            f"{1000 * np.median(secs) / (st.cfg.train.batch_size * st.dist.world):.1f} ms/image)")
 
 # %% ../nbs/07_train.ipynb #62a0afcf
 def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it)
@@ -643,9 +650,7 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
         if progress and dd.main and not isinstance(bar, NBProgressBar): print()      # end the console bar's line
         if stop: say(f"Time budget of {minutes:g} min reached at step {st.step}.")
         end_run(st, last_ckpt, out, fixed)
-        secs = [h['sec'] for h in st.history[first - st.step:]] if st.step > first else [float('nan')]
-        say(f"Trained steps {first + 1}-{st.step} in {time.perf_counter() - t0:.1f} s ({np.median(secs):.3f} s/step, "
-            f"{1000 * np.median(secs) / (st.cfg.train.batch_size * dd.world):.1f} ms/image); checkpoint in {out}.")
+        say(f"{timing(st, first, time.perf_counter() - t0)}; checkpoint in {out}.")
         return st
     finally:
         if dd.started: torch_dist.destroy_process_group()

@@ -172,3 +172,30 @@ def test_bf16_step_for_any_damsm_input_size(tmp_path, image_size):
         hist[amp] = train(cfg, tmp_path/(amp or 'fp32'), steps=1, **quiet).history[-1]
     for k in ('D0', 'D1', 'G_adv', 'DAMSM', 'KL', 'G'):
         assert hist['bf16'][k] == pytest.approx(hist[''][k], rel=2e-2), k     # same step, bfloat16 tolerance
+
+
+def test_training_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    "A run draws every random number from its own generators: it never calls torch.manual_seed (which reseeds every GPU too)."
+    def refuse(*a, **k): raise AssertionError('torch.manual_seed called: it reseeds the global RNG of every device')
+    for mod, name in ((torch, 'manual_seed'), (torch.random, 'manual_seed'), (torch.cuda, 'manual_seed'), (torch.cuda, 'manual_seed_all')):
+        monkeypatch.setattr(mod, name, refuse)
+    rng = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    st = train(tiny(), tmp_path/'r', steps=2, device='cpu', **quiet)
+    assert st.step == 2 and torch.equal(torch.get_rng_state(), rng)
+    if cuda is not None: assert all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(), cuda))
+
+
+def test_samples_and_weights_do_not_depend_on_the_global_rng(tmp_path):
+    "The same run started from two different global RNG states: the same weights, bit for bit."
+    torch.manual_seed(1); a = train(tiny(), tmp_path/'a', steps=2, **quiet)
+    torch.manual_seed(2); torch.rand(7); b = train(tiny(), tmp_path/'b', steps=2, **quiet)
+    assert same_tensors(T.bare(a.G).state_dict(), T.bare(b.G).state_dict())
+    assert [h['G'] for h in a.history] == [h['G'] for h in b.history]
+    from attngan.data import CUBDataset
+    from attngan.synthbirds import synth_root
+    c = tiny().data
+    ds = T.SeededSamples(CUBDataset(synth_root(c.synth_n, c.synth_size, c.synth_seed, progress=False), 'train', sizes=(16, 32)))
+    torch.manual_seed(3); x = ds[(2, 1, 99)]
+    torch.manual_seed(4); y = ds[(2, 1, 99)]
+    assert all(torch.equal(u, v) for u, v in zip(x['images'], y['images'])) and torch.equal(x['caption'], y['caption'])
