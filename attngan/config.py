@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_config.ipynb #75a09211
 from __future__ import annotations
-import json, dataclasses
+import json, math, numbers, dataclasses
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRESETS', 'UserError', 'InvalidInput', 'MissingPath', 'DataConfig', 'TextConfig', 'DAMSMConfig', 'GANConfig',
-           'TrainConfig', 'Config', 'birds', 'demo', 'tiny', 'preset']
+__all__ = ['RULES', 'PRESETS', 'UserError', 'InvalidInput', 'MissingPath', 'DataConfig', 'TextConfig', 'DAMSMConfig', 'GANConfig',
+           'TrainConfig', 'check_range', 'check_positive', 'check_choice', 'check_type', 'check_sizes', 'check_betas',
+           'Config', 'birds', 'demo', 'tiny', 'preset']
 
 # %% ../nbs/00_config.ipynb #8f49c069
 class UserError(Exception):
@@ -107,6 +108,120 @@ class TrainConfig:
     threads: int = 0                # torch CPU threads (0 = leave torch's default)
     amp: str = ''                   # '' (float32) or 'bf16': bfloat16 autocast for G, D and the losses (beyond the paper; opt-in)
 
+# %% ../nbs/00_config.ipynb #8859c2fb
+def _is_int(v) -> bool:
+    "An integer, and not a bool (`True` is an `int` in Python, never a count here)."
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+def _is_real(v) -> bool:
+    "A finite int or float, and not a bool."
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+# %% ../nbs/00_config.ipynb #53ff93cc
+def _allowed(lo, hi, integer: bool, lo_open: bool, hi_open: bool) -> str:
+    "What `lo`..`hi` allows, in words: 'a positive integer', 'a number in [0, 1)', ..."
+    kind = 'integer' if integer else 'number'
+    a = f"an {kind}" if integer else f"a {kind}"
+    if lo is None and hi is None: return a
+    if hi is None and lo == 0: return f"a {'positive' if lo_open else 'non-negative'} {kind}"
+    if hi is None and integer and lo == 1 and not lo_open: return "a positive integer"
+    if hi is None: return f"{a} {'>' if lo_open else '>='} {lo}"
+    if lo is None: return f"{a} {'<' if hi_open else '<='} {hi}"
+    return f"{a} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+# %% ../nbs/00_config.ipynb #29447ad8
+def check_range(name: str, value, lo=None, hi=None, *, integer: bool = False, lo_open: bool = False,
+                hi_open: bool = False, what: str | None = None):
+    "`value` if it is a finite number (an integer when `integer`) in `lo`..`hi`, ends excluded when open; else `InvalidInput`."
+    ok = _is_int(value) if integer else _is_real(value)
+    ok = ok and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok: raise InvalidInput(f"{name} must be {what or _allowed(lo, hi, integer, lo_open, hi_open)} (got {value!r}).")
+    return value
+
+def check_positive(name: str, value, integer: bool = False):
+    "`value` if it is a number > 0 (an integer when `integer`), else `InvalidInput` naming `name`."
+    return check_range(name, value, 0, integer=integer, lo_open=True)
+
+# %% ../nbs/00_config.ipynb #746e774c
+def check_choice(name: str, value, choices):
+    "`value` if it is one of `choices` (same type too: `True` is not 1), else `InvalidInput` listing them."
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise InvalidInput(f"{name} must be one of {', '.join(map(repr, choices))} (got {value!r}).")
+    return value
+
+_KINDS = dict(int=(_is_int, 'an integer'), float=(_is_real, 'a number'), bool=(lambda v: isinstance(v, bool), 'true or false'),
+              str=(lambda v: isinstance(v, str), 'a string'), tuple=(lambda v: isinstance(v, (tuple, list)), 'a list'))
+
+def check_type(name: str, value, kind: str):
+    "`value` if it is of `kind` ('int', 'float', 'bool', 'str' or 'tuple'), else `InvalidInput` naming `name`."
+    ok, what = _KINDS[kind]
+    if not ok(value): raise InvalidInput(f"{name} must be {what} (got {value!r}).")
+    return value
+
+# %% ../nbs/00_config.ipynb #a44060c5
+def check_sizes(name: str, value):
+    "`value` if it is a non-empty list of powers of two >= 8, each double the one before (the stages' image sizes)."
+    v = tuple(value) if isinstance(value, (tuple, list)) else ()
+    ok = bool(v) and all(_is_int(s) for s in v) and v[0] >= 8 and v[0] & (v[0] - 1) == 0 and all(b == 2 * a for a, b in zip(v, v[1:]))
+    if not ok: raise InvalidInput(f"{name} must be powers of two >= 8, each double the one before, e.g. (64, 128, 256) (got {value!r}).")
+    return value
+
+def check_betas(name: str, value):
+    "`value` if it is two numbers in [0, 1) (Adam's decay rates), else `InvalidInput`."
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_real(b) and 0 <= b < 1 for b in value)):
+        raise InvalidInput(f"{name} must be two numbers in [0, 1) (got {value!r}).")
+    return value
+
+# %% ../nbs/00_config.ipynb #fd11fe9e
+def _int(lo=1): return lambda n, v: check_range(n, v, lo, integer=True)
+def _num(lo=None, hi=None, lo_open=False, hi_open=False): return lambda n, v: check_range(n, v, lo, hi, lo_open=lo_open, hi_open=hi_open)
+def _one_of(*choices): return lambda n, v: check_choice(n, v, choices)
+def _kind(kind: str): return lambda n, v: check_type(n, v, kind)
+_positive, _unit = _num(0, lo_open=True), _num(0, 1, hi_open=True)        # > 0; [0, 1)
+_seed = lambda n, v: check_range(n, v, 0, 2**63, integer=True, hi_open=True, what='an integer in [0, 2**63)')
+
+# %% ../nbs/00_config.ipynb #d76e67f2
+RULES = {}   # {settings class: {setting: rule(name, value)}}
+RULES[DataConfig] = dict(
+    root=_kind('str'), captions_per_image=_int(1),
+    max_words=_int(0),                          # 0 = take `words_percentile` of the data
+    words_percentile=_num(0, 100, lo_open=True), bucket_by_length=_kind('bool'), bbox_scale=_positive, flip=_kind('bool'),
+    synth_n=_int(1), synth_size=_int(8),        # the renderer draws at least 8 px
+    synth_seed=_seed, num_workers=_int(0))
+RULES[TextConfig] = dict(emb_dim=_int(1), hidden_dim=_int(1), n_layers=_int(1), dropout=_unit, sentence=_one_of('last', 'mean'))
+
+# %% ../nbs/00_config.ipynb #5c7bab17
+RULES[DAMSMConfig] = dict(
+    image_encoder=_one_of('cnn', 'inception'), inception_weights=_kind('str'),
+    image_size=_int(8),                         # the small CNN's smallest input; Inception resizes to 299 anyway
+    cnn_width=_int(1), gamma1=_positive, gamma2=_positive, gamma3=_positive, eq10_root=_kind('bool'), class_masking=_kind('bool'),
+    batch_size=_int(2),                         # a batch of one has no mismatched caption to contrast with
+    epochs=_int(1), lr=_positive, lr_decay=_num(0, 1, lo_open=True), lr_floor=_num(0, 1), rnn_grad_clip=_positive,
+    cnn_global=_one_of('deep', 'parts'), cnn_parts=_int(1))
+
+# %% ../nbs/00_config.ipynb #ab415c36
+RULES[GANConfig] = dict(
+    sizes=check_sizes, z_dim=_int(1), cond_dim=_int(1), ngf=_int(1), ndf=_int(1), n_res=_int(0),
+    lambda_damsm=_num(0), kl_weight=_num(0),    # 0 switches the term off
+    noise_every_stage=_kind('bool'), sentence_to_refine=_kind('bool'), share_refine=_kind('bool'))
+RULES[TrainConfig] = dict(
+    batch_size=_int(2),                         # BatchNorm needs two samples to normalise over in training
+    epochs=_int(1), lr_g=_positive, lr_d=_positive, betas=check_betas, ema=_unit, seed=_seed,
+    sample_every=_int(1), ckpt_every=_int(1), threads=_int(0), amp=_one_of('', 'bf16'))
+
+# %% ../nbs/00_config.ipynb #2f9563aa
+_SECTIONS = dict(data=DataConfig, text=TextConfig, damsm=DAMSMConfig, gan=GANConfig, train=TrainConfig)
+
+def _validate_section(self, where: str | None = None):
+    "Check every setting of this group; the first bad one raises `InvalidInput` naming it (`config.gan.ngf`). Returns self."
+    where = where or 'config.' + next(k for k, c in _SECTIONS.items() if isinstance(self, c))
+    for f in fields(self):
+        rule = RULES[type(self)].get(f.name) or _kind(f.type if isinstance(f.type, str) else f.type.__name__)  # no rule: type only
+        rule(f"{where}.{f.name}", getattr(self, f.name))
+    return self
+
+for _c in _SECTIONS.values(): _c.validate = _validate_section
+
 # %% ../nbs/00_config.ipynb #4ac8409f
 def _from_dict(cls, d: dict, where: str):
     "Build dataclass `cls` from `d`, refusing unknown keys and restoring tuples."
@@ -138,13 +253,22 @@ class Config:
         if path is not None: Path(path).write_text(s + '\n')
         return s
 
+    def validate(self) -> Config:
+        "Check the name and every setting; the first bad one raises `InvalidInput` naming it by its dotted path. Returns self."
+        check_type('config.name', self.name, 'str')
+        for k, c in _SECTIONS.items():
+            part = getattr(self, k)
+            if not isinstance(part, c): raise InvalidInput(f"config.{k} must be a {c.__name__} (got {type(part).__name__}).")
+            part.validate(f"config.{k}")
+        return self
+
 # %% ../nbs/00_config.ipynb #2a33bf83
 def _config_from_dict(cls, d: dict) -> Config:
-    "A Config from a dict as `to_dict` writes it; missing groups and keys keep their defaults."
-    parts = dict(data=DataConfig, text=TextConfig, damsm=DAMSMConfig, gan=GANConfig, train=TrainConfig)
-    unknown = sorted(set(d) - set(parts) - {'name'})
-    if unknown: raise InvalidInput(f"config: unknown section(s) {unknown}; known ones are {sorted(parts)} and 'name'.")
-    return cls(name=d.get('name', 'custom'), **{k: _from_dict(c, d.get(k, {}), f"config.{k}") for k, c in parts.items()})
+    "A checked Config from a dict as `to_dict` writes it; missing groups and keys keep their defaults."
+    if not isinstance(d, dict): raise InvalidInput(f"config: expected a JSON object, got {type(d).__name__}.")
+    unknown = sorted(set(d) - set(_SECTIONS) - {'name'})
+    if unknown: raise InvalidInput(f"config: unknown section(s) {unknown}; known ones are {sorted(_SECTIONS)} and 'name'.")
+    return cls(name=d.get('name', 'custom'), **{k: _from_dict(c, d.get(k, {}), f"config.{k}") for k, c in _SECTIONS.items()}).validate()
 
 def _config_from_json(cls, src) -> Config:
     "Load from a JSON string or a path to a `config.json`."
