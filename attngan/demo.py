@@ -26,6 +26,7 @@ def heldout_captions(root, n: int = 6, seed: int = 0) -> list[str]:
     step = max(1, len(keys) // n)
     return [read_captions(root, k, 1)[0] for k in keys[::step][:n]]
 
+# %% ../nbs/09b_demo.ipynb #82737b48
 def write_heldout(run, root, out, n_captions: int = 6, n: int = 4, seed: int = 0) -> list[Path]:
     "Sample grids and attention figures for held-out captions, written to `out`."
     import matplotlib.pyplot as plt

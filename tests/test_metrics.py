@@ -155,3 +155,23 @@ def test_evaluate_random_generator_near_chance_real_near_ceiling(trained):
     saved = json.loads((d/'eval'/'metrics.json').read_text())
     assert saved['attribute_accuracy'] == aa and (d/'eval'/'metrics.png').stat().st_size > 10_000
     assert 'attribute_accuracy' in M.format_metrics(m)
+
+
+def test_unknown_words_leave_sentence_features_unchanged():
+    "An unknown word is left out before encoding (as the official code does), so it cannot move a caption's vector."
+    from attngan.damsm import TextEncoder
+    cfg = tiny(); torch.manual_seed(0)
+    vocab = Vocab.build(['a red bird with a white belly'])
+    te = TextEncoder(len(vocab), cfg.text)
+    f = M.sentence_features((te, None, cfg, vocab), ['a red bird', 'a red zzxqj bird', 'zzxqj a red bird qq'])
+    assert torch.allclose(f[0], f[1], atol=1e-6) and torch.allclose(f[0], f[2], atol=1e-6)
+    with pytest.raises(InvalidInput, match='None of the words'): M.sentence_features((te, None, cfg, vocab), ['zzxqj qq'])
+
+
+def test_format_metrics_names_the_real_images_column():
+    row = M._row(0.5, 0.9, 0.1, 'chance')
+    txt = M.format_metrics({'attribute_accuracy': row, 'r_precision': M._row(54.0, 33.4, 1.0, 'chance (1 in 100)')})
+    head, rows = txt.splitlines()[0], txt.splitlines()[2:4]
+    assert head.split()[:5] == ['measure', 'generated', 'real', 'images', 'floor']
+    assert rows[0].split()[:4] == ['attribute_accuracy', '0.5', '0.9', '0.1'] and rows[1].split()[1:3] == ['54', '33.4']
+    assert 'a ceiling for attribute accuracy' in txt and 'a reference, which a generator can exceed, for R-precision' in txt
