@@ -54,6 +54,7 @@ def cmd_sample(a):
     with warnings.catch_warnings():                                # said once below, as a note
         warnings.simplefilter('ignore', UnknownWordsWarning); res = pipe(a.captions, seed=a.seed, n=a.n)
     for c, unk in zip(res.captions, res.unknown):
+        unk = list(dict.fromkeys(unk))                                        # each word once
         if unk: print(f"note: {', '.join(repr(w) for w in unk)} in {c!r} {'is' if len(unk) == 1 else 'are'} not in the vocabulary, so left out.")
     paths = save_result(res, a.out, attention=bool(res.attention))
     print(f"Wrote {len(paths)} images for {len(res.captions)} caption(s) x {a.n} sample(s) to {a.out} "

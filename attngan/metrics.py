@@ -550,8 +550,8 @@ def fid_kid(extractor: nn.Module, real, fake, batch_size: int = 100, kid_subsets
     for imgs, is_real in ((real, True), (fake, False)):
         for i in range(0, len(imgs), batch_size):
             fid.update(imgs[i:i + batch_size], real=is_real); kid.update(imgs[i:i + batch_size], real=is_real)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); km, ks = kid.compute()
+    with torch.random.fork_rng(devices=[]):                              # KID's subsets come from the CPU generator:
+        torch.default_generator.manual_seed(seed); km, ks = kid.compute()  # seed it alone, restore it after (GPUs untouched)
     return dict(fid=float(fid.compute()), kid=float(km), kid_std=float(ks), n_real=len(real), n_fake=len(fake))
 
 # %% ../nbs/09_metrics.ipynb #d79b2d23

@@ -254,15 +254,17 @@ def spill_figure(res: Text2ImageResult, word: int, labels=None, r: int = 0, stag
 WORD_CLASSES = ('adjective', 'noun', 'other')
 
 def class_mass(attn,              # (T, h, w) attention of one sample at one stage
-               tokens: list) -> dict:  # its words
+               tokens: list,         # its words as typed
+               left_out=()) -> dict: # words not in the vocabulary (no attention; not counted as words)
     "{class: (share of attention, share of words)} for adjectives, nouns and other words."
     share = torch.as_tensor(attn)[:len(tokens)].float().flatten(1).mean(1)          # (T,) sums to 1
-    cls = [word_class(w) for w in tokens]
-    return {c: (float(sum(share[i] for i, k in enumerate(cls) if k == c)), cls.count(c) / len(tokens)) for c in WORD_CLASSES}
+    cls = [word_class(w) if w not in left_out else None for w in tokens]
+    n = max(1, sum(k is not None for k in cls))
+    return {c: (float(sum(share[i] for i, k in enumerate(cls) if k == c)), cls.count(c) / n) for c in WORD_CLASSES}
 
 def mean_class_mass(res: Text2ImageResult, stage: int = -1) -> dict:
     "class_mass averaged over all samples of a result."
-    ms = [class_mass(res.attention[stage][r], res.tokens[res.caption_of(r)]) for r in range(res.images[0].shape[0])]
+    ms = [class_mass(res.attention[stage][r], res.tokens[res.caption_of(r)], res.unknown[res.caption_of(r)]) for r in range(res.images[0].shape[0])]
     return {c: (float(np.mean([m[c][0] for m in ms])), float(np.mean([m[c][1] for m in ms]))) for c in WORD_CLASSES}
 
 # %% ../nbs/10_widgets.ipynb #6f1a427e

@@ -102,6 +102,13 @@ def test_fid_kid_and_inception(small, tmp_path):
     ext = M.EvaluatorFeatures(M.BirdEvaluator(32, 4))
     same = M.fid_kid(ext, test.images, test.images, kid_subsets=5)
     assert abs(same['fid']) < 1e-4
+    state = torch.get_rng_state(); torch.manual_seed(123)
+    a = M.fid_kid(ext, test.images[:20], train.images[:20], kid_subsets=5, seed=1)
+    after = torch.get_rng_state(); torch.manual_seed(456)
+    b = M.fid_kid(ext, test.images[:20], train.images[:20], kid_subsets=5, seed=1)
+    torch.manual_seed(123); assert torch.equal(after, torch.get_rng_state())  # the global generator is left as it was
+    assert a == b                                                             # KID's subsets follow `seed`, not the global state
+    torch.set_rng_state(state)
     with pytest.raises(MissingPath, match='inception_v3_google'): M.InceptionFeatures(None)
     with pytest.raises(MissingPath, match='nope.pth'): M.InceptionFeatures(tmp_path/'nope.pth')
     w = tmp_path/'inception.pth'
