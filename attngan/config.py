@@ -38,6 +38,7 @@ class DataConfig:
     synth_size: int = 128           # synthetic birds: rendered size in pixels
     synth_seed: int = 0             # synthetic birds: seed of the whole data set
     num_workers: int = 0            # DataLoader worker processes
+    max_skipped: float = 0.05       # loading stops when more than this share of a split's images is damaged (skipped)
 
 # %% ../nbs/00_config.ipynb #ba91cd71
 @dataclass
@@ -91,6 +92,15 @@ class GANConfig:
     noise_every_stage: bool = False # beyond the paper: inject noise at every stage (the "z vanishes" fix)
     sentence_to_refine: bool = False# beyond the paper: feed the sentence vector to the refinement stages
     share_refine: bool = False      # beyond the paper: refinement stages share weights
+    upsample: str = 'nearest'       # beyond the paper: refinement upsampling, 'nearest' (paper: nearest + conv) or 'pixelshuffle' (sub-pixel conv)
+    refine_block: str = 'residual'  # beyond the paper: refinement blocks, 'residual' (paper) or 'dense' (residual dense blocks, ESRGAN)
+    channel_attention: bool = False # ControlGAN: channel-wise word attention beside the spatial one in each refinement stage
+    word_disc: float = 0.0          # ControlGAN: weight in G's loss of a word-level discriminator (0 = off)
+    perceptual: float = 0.0         # ControlGAN: weight of a perceptual loss on the DAMSM image encoder's features (0 = off)
+    spectral_norm: bool = False     # beyond the paper: spectral normalisation in every discriminator ("AttnGAN++")
+    gan_loss: str = 'bce'           # 'bce' (paper Eq. 4-5, from logits) or 'hinge' (DF-GAN)
+    ma_gp: float = 0.0              # DF-GAN: weight of the matching-aware gradient penalty on real matching pairs (0 = off; DF-GAN: 2)
+    ma_gp_power: float = 6.0        # DF-GAN: exponent p of that penalty (DF-GAN: 6)
 
 # %% ../nbs/00_config.ipynb #1f9f7d7c
 @dataclass
@@ -187,7 +197,7 @@ RULES[DataConfig] = dict(
     max_words=_int(0),                          # 0 = take `words_percentile` of the data
     words_percentile=_num(0, 100, lo_open=True), bucket_by_length=_kind('bool'), bbox_scale=_positive, flip=_kind('bool'),
     synth_n=_int(1), synth_size=_int(8),        # the renderer draws at least 8 px
-    synth_seed=_seed, num_workers=_int(0))
+    synth_seed=_seed, num_workers=_int(0), max_skipped=_num(0, 1))
 RULES[TextConfig] = dict(emb_dim=_int(1), hidden_dim=_int(1), n_layers=_int(1), dropout=_unit, sentence=_one_of('last', 'mean'))
 
 # %% ../nbs/00_config.ipynb #5c7bab17
@@ -203,7 +213,10 @@ RULES[DAMSMConfig] = dict(
 RULES[GANConfig] = dict(
     sizes=check_sizes, z_dim=_int(1), cond_dim=_int(1), ngf=_int(1), ndf=_int(1), n_res=_int(0),
     lambda_damsm=_num(0), kl_weight=_num(0),    # 0 switches the term off
-    noise_every_stage=_kind('bool'), sentence_to_refine=_kind('bool'), share_refine=_kind('bool'))
+    noise_every_stage=_kind('bool'), sentence_to_refine=_kind('bool'), share_refine=_kind('bool'),
+    upsample=_one_of('nearest', 'pixelshuffle'), refine_block=_one_of('residual', 'dense'), channel_attention=_kind('bool'),
+    word_disc=_num(0), perceptual=_num(0), spectral_norm=_kind('bool'), gan_loss=_one_of('bce', 'hinge'),
+    ma_gp=_num(0), ma_gp_power=_positive)
 RULES[TrainConfig] = dict(
     batch_size=_int(2),                         # BatchNorm needs two samples to normalise over in training
     epochs=_int(1), lr_g=_positive, lr_d=_positive, betas=check_betas, ema=_unit, seed=_seed,
