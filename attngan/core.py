@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from fastcore.basics import patch
-from .attention import WordAttention
-from .config import InvalidInput
+from .attention import WordAttention, channel_attention
+from .config import InvalidInput, check_choice
 
 # %% auto #0
 __all__ = ['init_weights', 'n_params', 'ConditioningAugmentation', 'kl_loss', 'conv3x3', 'join_block', 'up_block', 'ResBlock',
-           'init_stage_channels', 'InitStage', 'NextStage', 'ToImage', 'GeneratorOutput', 'Generator']
+           'SubPixelUp', 'DenseBlock', 'ChannelWordAttention', 'init_stage_channels', 'InitStage', 'NextStage',
+           'ToImage', 'GeneratorOutput', 'Generator']
 
 # %% ../nbs/05_core.ipynb #61576cb4
 def init_weights(module: nn.Module) -> nn.Module:
@@ -76,6 +77,57 @@ class ResBlock(nn.Module):
 
     def forward(self, x): return x + self.body(x)
 
+# %% ../nbs/05_core.ipynb #14243e40
+class SubPixelUp(nn.Sequential):
+    "Double the resolution by sub-pixel convolution: 3x3 conv to 4 * 2*c_out, PixelShuffle(2), BatchNorm, GLU -> c_out."
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(conv3x3(c_in, 4 * 2 * c_out), nn.PixelShuffle(2), nn.BatchNorm2d(2 * c_out), nn.GLU(1))
+        self.icnr_()
+
+    @torch.no_grad()
+    def icnr_(self):
+        "ICNR: each output channel's 4 sub-pixel filters set to its first (the block starts as nearest upsampling)."
+        w = self[0].weight                        # (4 * 2c_out, c_in, 3, 3); rows 4k..4k+3 fill the 2x2 blocks of channel k
+        w.copy_(w[::4].repeat_interleave(4, 0))
+        return self
+
+# %% ../nbs/05_core.ipynb #d699aa2e
+class DenseBlock(nn.Module):
+    "ESRGAN's residual dense block: densely connected 3x3 convs (LeakyReLU 0.2, no BatchNorm), fused, scaled by 0.2, plus the input."
+    def __init__(self,
+                 channels: int,              # channels in and out
+                 growth: int | None = None,  # channels each dense conv adds (None: channels // 2, ESRGAN's 32 for 64)
+                 n_layers: int = 4,          # dense convs before the fusing conv (ESRGAN: 4)
+                 scale: float = 0.2):        # residual scaling (ESRGAN: 0.2)
+        super().__init__()
+        g, self.scale = growth or max(1, channels // 2), scale
+        self.convs = nn.ModuleList([nn.Conv2d(channels + i * g, g, 3, 1, 1) for i in range(n_layers)])
+        self.fuse = nn.Conv2d(channels + n_layers * g, channels, 3, 1, 1)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x):
+        "x (B, C, H, W) -> (B, C, H, W)."
+        feats = [x]
+        for conv in self.convs: feats.append(self.act(conv(torch.cat(feats, 1))))   # each conv sees all before it
+        return x + self.scale * self.fuse(torch.cat(feats, 1))
+
+# %% ../nbs/05_core.ipynb #7db35514
+class ChannelWordAttention(nn.Module):
+    "ControlGAN's channel-wise word attention, masked: each channel of h attends over the words mapped onto its sub-regions."
+    def __init__(self,
+                 word_dim: int,  # size D of the word features
+                 sizes):         # sides s of the (s, s) feature maps it serves: one perception layer F each
+        super().__init__()
+        self.proj = nn.ModuleDict({str(s): nn.Conv1d(word_dim, s * s, 1, bias=False) for s in sizes})   # e~_i = F e_i
+
+    def forward(self, h, words, mask=None):
+        "h (B, C, H, W), words (B, D, T), mask (B, T) -> context f (B, C, H, W), attention (B, C, T)."
+        B, C, H, W = h.shape
+        if H != W or str(H) not in self.proj:
+            raise InvalidInput(f"This channel attention serves feature maps of size {', '.join(self.proj)}, got {H}x{W}.")
+        f, attn = channel_attention(h.flatten(2), self.proj[str(H)](words), mask)   # (B, C, H*W), (B, C, T)
+        return f.view(B, C, H, W), attn
+
 # %% ../nbs/05_core.ipynb #5a9f09bb
 def init_stage_channels(size: int, ngf: int) -> list[int]:
     "Channels at 4x4, 8x8, ..., size x size of an `InitStage`."
@@ -102,27 +154,37 @@ class InitStage(nn.Module):
 class NextStage(nn.Module):
     "Refinement stage F_i: word attention, concat, residual blocks, x2 upsampling (paper Eq. 1-2)."
     def __init__(self,
-                 ngf: int,            # channels of the features h
-                 word_dim: int,       # size D of the word features
-                 n_res: int = 2,      # residual blocks
-                 extra_dim: int = 0,  # size of an optional vector tiled and joined in (0 = the paper's stage)
+                 ngf: int,                   # channels of the features h
+                 word_dim: int,              # size D of the word features
+                 n_res: int = 2,             # residual blocks
+                 extra_dim: int = 0,         # size of an optional vector tiled and joined in (0 = the paper's stage)
+                 upsample: str = 'nearest',  # 'nearest' (paper: `up_block`) or 'pixelshuffle' (`SubPixelUp`)
+                 block: str = 'residual',    # 'residual' (paper: `ResBlock`) or 'dense' (`DenseBlock`)
+                 channel_sizes=(),           # sizes of h a `ChannelWordAttention` serves (() = none, the paper)
                 ):
         super().__init__()
+        check_choice('upsample', upsample, ('nearest', 'pixelshuffle')); check_choice('block', block, ('residual', 'dense'))
         self.extra_dim = extra_dim
         self.attention = WordAttention(word_dim, ngf)
+        self.channel_attention = ChannelWordAttention(word_dim, channel_sizes) if channel_sizes else None
         self.join = join_block(2 * ngf + extra_dim, 2 * ngf) if extra_dim else nn.Identity()
-        self.residual = nn.Sequential(*[ResBlock(2 * ngf) for _ in range(n_res)])
-        self.up = up_block(2 * ngf, ngf)
+        Block = ResBlock if block == 'residual' else DenseBlock
+        self.residual = nn.Sequential(*[Block(2 * ngf) for _ in range(n_res)])
+        self.up = up_block(2 * ngf, ngf) if upsample == 'nearest' else SubPixelUp(2 * ngf, ngf)
 
-    def forward(self, h, words, mask=None, extra=None):
-        "Features (B, ngf, H, W), words (B, D, T), mask (B, T), extra (B, E) -> (B, ngf, 2H, 2W), attention (B, T, H, W)."
-        c, attn = self.attention(h, words, mask)                    # (B, ngf, H, W), (B, T, H, W)
-        hc = [h, c]
-        if self.extra_dim:
-            if extra is None or extra.shape[1] != self.extra_dim:
-                raise InvalidInput(f"This stage joins a vector of size {self.extra_dim}; pass `extra` (B, {self.extra_dim}).")
-            hc.append(extra[:, :, None, None].expand(-1, -1, *h.shape[-2:]))
-        return self.up(self.residual(self.join(torch.cat(hc, 1)))), attn
+# %% ../nbs/05_core.ipynb #7967a1ab
+@patch
+def forward(self: NextStage, h, words, mask=None, extra=None):
+    "Features (B, ngf, H, W), words (B, D, T), mask (B, T), extra (B, E) -> (B, ngf, 2H, 2W), attention (B, T, H, W)."
+    c, attn = self.attention(h, words, mask)                    # (B, ngf, H, W), (B, T, H, W)
+    if self.channel_attention is not None:
+        h = h * torch.sigmoid(self.channel_attention(h, words, mask)[0])   # (B, ngf, H, W), each channel gated by its words
+    hc = [h, c]
+    if self.extra_dim:
+        if extra is None or extra.shape[1] != self.extra_dim:
+            raise InvalidInput(f"This stage joins a vector of size {self.extra_dim}; pass `extra` (B, {self.extra_dim}).")
+        hc.append(extra[:, :, None, None].expand(-1, -1, *h.shape[-2:]))
+    return self.up(self.residual(self.join(torch.cat(hc, 1)))), attn
 
 # %% ../nbs/05_core.ipynb #1325b784
 class ToImage(nn.Module):
@@ -156,11 +218,13 @@ class Generator(nn.Module):
         self.ca = ConditioningAugmentation(D, g.cond_dim)
         self.init_stage = InitStage(g.z_dim, g.cond_dim, g.ngf, self.sizes[0])
         extra = g.cond_dim * g.sentence_to_refine + g.z_dim * g.noise_every_stage
-        make = lambda: NextStage(g.ngf, D, g.n_res, extra)
-        n = len(self.sizes) - 1
-        self.next_stages = nn.ModuleList([make()] * n if g.share_refine and n else [make() for _ in range(n)])
+        make = lambda sizes: NextStage(g.ngf, D, g.n_res, extra, g.upsample, g.refine_block, sizes if g.channel_attention else ())
+        n, ins = len(self.sizes) - 1, self.sizes[:-1]          # refinement stages, the sizes they refine
+        self.next_stages = nn.ModuleList([make(ins)] * n if g.share_refine and n else [make((s,)) for s in ins])
         self.to_images = nn.ModuleList([ToImage(g.ngf) for _ in self.sizes])
         init_weights(self)
+        for m in self.modules():
+            if isinstance(m, SubPixelUp): m.icnr_()             # ICNR again, over the orthogonal init
 
     def _extra(self, c, noise, i):
         "The vector stage i joins: condition and/or noise, or None."
