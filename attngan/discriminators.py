@@ -4,30 +4,33 @@
 
 # %% ../nbs/06_discriminators.ipynb #6d8e3751
 from __future__ import annotations
-import math
+import functools, math
 import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .config import InvalidInput
 from .core import init_weights
+from .attention import masked_softmax, region_attention
 
 # %% auto #0
 __all__ = ['down_block', 'keep_block', 'encoder_plan', 'Discriminator', 'build_discriminators', 'discriminator_loss',
-           'generator_adv_loss']
+           'generator_adv_loss', 'spectral_normalize', 'discriminator_loss_hinge', 'generator_loss_hinge',
+           'ma_gradient_penalty', 'd_loss_for', 'g_adv_loss_for', 'WordDiscriminator', 'word_d_loss', 'word_g_loss',
+           'build_word_discriminator']
 
 # %% ../nbs/06_discriminators.ipynb #49aefe35
-def down_block(c_in: int, c_out: int, bn: bool = True) -> nn.Sequential:
+def down_block(c_in: int, c_out: int, bn: bool = True, bias: bool = False) -> nn.Sequential:
     "Halve the resolution: 4x4 stride-2 conv, BatchNorm, LeakyReLU(0.2)."
-    layers = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)]
+    layers = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias)]
     if bn: layers.append(nn.BatchNorm2d(c_out))
     return nn.Sequential(*layers, nn.LeakyReLU(0.2, inplace=True))
 
 # %% ../nbs/06_discriminators.ipynb #39d36fde
-def keep_block(c_in: int, c_out: int) -> nn.Sequential:
+def keep_block(c_in: int, c_out: int, bn: bool = True, bias: bool = False) -> nn.Sequential:
     "Keep the resolution: 3x3 conv, BatchNorm, LeakyReLU(0.2)."
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.LeakyReLU(0.2, inplace=True))
+    layers = [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)] + ([nn.BatchNorm2d(c_out)] if bn else [])
+    return nn.Sequential(*layers, nn.LeakyReLU(0.2, inplace=True))
 
 # %% ../nbs/06_discriminators.ipynb #9a5bc183
 def encoder_plan(size: int, ndf: int) -> tuple[list[int], list[int]]:
@@ -46,18 +49,21 @@ class Discriminator(nn.Module):
                  size: int,           # image size this discriminator judges
                  ndf: int = 64,       # discriminator feature maps (DF)
                  cond_dim_text: int = 256, # size D of the sentence vector
+                 spectral_norm: bool = False, # beyond the paper: SN instead of BatchNorm ("AttnGAN++", TISE)
                 ):
         super().__init__()
         down, keep = encoder_plan(size, ndf)
         chans = [3] + down + keep
-        blocks = [down_block(a, b, bn=i > 0) for i, (a, b) in enumerate(zip(chans, chans[1:1 + len(down)]))]
-        blocks += [keep_block(a, b) for a, b in zip(chans[len(down):], chans[len(down) + 1:])]
+        bn, bias = not spectral_norm, spectral_norm   # with SN: no BatchNorm, convolutions with biases
+        blocks = [down_block(a, b, bn and i > 0, bias) for i, (a, b) in enumerate(zip(chans, chans[1:1 + len(down)]))]
+        blocks += [keep_block(a, b, bn, bias) for a, b in zip(chans[len(down):], chans[len(down) + 1:])]
         self.size, self.channels, self.cond_dim_text = size, chans[-1], cond_dim_text
         self.encoder = nn.Sequential(*blocks)
         self.uncond_head = nn.Conv2d(self.channels, 1, 4, 4)
-        self.cond_join = keep_block(self.channels + cond_dim_text, self.channels)
+        self.cond_join = keep_block(self.channels + cond_dim_text, self.channels, bn, bias)
         self.cond_head = nn.Conv2d(self.channels, 1, 4, 4)
         init_weights(self)
+        if spectral_norm: spectral_normalize(self, skip=(self.uncond_head, self.cond_head))
 
     def encode(self, x):
         "Images (B, 3, s, s) -> codes (B, C, 4, 4)."
@@ -85,13 +91,24 @@ def forward(self: Discriminator, x, sent=None):
 
 # %% ../nbs/06_discriminators.ipynb #4c272107
 def build_discriminators(cfg) -> nn.ModuleList:
-    "One `Discriminator` per image size in `cfg.gan.sizes`."
-    return nn.ModuleList([Discriminator(s, cfg.gan.ndf, cfg.text.feat_dim) for s in cfg.gan.sizes])
+    "One `Discriminator` per image size in `cfg.gan.sizes` (spectrally normalised if `cfg.gan.spectral_norm`)."
+    return nn.ModuleList([Discriminator(s, cfg.gan.ndf, cfg.text.feat_dim, cfg.gan.spectral_norm) for s in cfg.gan.sizes])
 
 # %% ../nbs/06_discriminators.ipynb #7f2a50d1
 def _bce(logits, target: float):
     "Mean binary cross-entropy of `logits` (B,) against a constant target."
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+def _adv_term(logits, real: bool, kind: str = 'bce'):
+    "A discriminator term from logits (B,): BCE against 1 (`real`) or 0, or DF-GAN's hinge relu(1 -/+ logits)."
+    if kind == 'bce': return _bce(logits, 1. if real else 0.)
+    if kind == 'hinge': return F.relu(1. - logits).mean() if real else F.relu(1. + logits).mean()
+    raise InvalidInput(f"Unknown GAN loss {kind!r}; choose 'bce' or 'hinge'.")
+
+def _gen_term(logits, kind: str = 'bce'):
+    "The generator's term from logits (B,): BCE against 1, or -logits (hinge; DF-GAN)."
+    if kind == 'hinge': return -logits.mean()
+    return _adv_term(logits, True, kind)
 
 # %% ../nbs/06_discriminators.ipynb #a092f7d7
 def discriminator_loss(D: Discriminator,
@@ -100,21 +117,134 @@ def discriminator_loss(D: Discriminator,
                        sent,                  # their sentence vectors (B, D)
                        wrong_sent=None,       # mismatched sentences (B, D); default: `sent` rolled by `shift`
                        shift: int = 1,        # roll of the batch that makes the mismatched pairs
-                       parts: bool = False,   # also return the five terms, for logging
+                       parts: bool = False,   # also return the five terms (and 'ma_gp'), for logging
+                       kind: str = 'bce',     # 'bce' (paper) or 'hinge' (DF-GAN)
+                       ma_gp: float = 0.,     # weight k of DF-GAN's matching-aware gradient penalty (0 = not computed)
+                       ma_gp_power: float = 6., # its exponent p
                       ):
     "L_Di of paper Eq. 5 as the official code weights it: (real uncond + real cond)/2 + (fake uncond + fake cond + mismatched cond)/3."
     if wrong_sent is None:
         if sent.shape[0] < 2: raise InvalidInput("Mismatched pairs need a batch of 2 or more, or pass `wrong_sent`.")
         wrong_sent = sent.roll(shift, 0)
+    if ma_gp: real, sent = real.detach().requires_grad_(), sent.detach().requires_grad_()   # the GP differentiates w.r.t. both
     h_real, h_fake = D.encode(real), D.encode(fake.detach())
-    terms = dict(real_uncond=_bce(D.uncond_logits(h_real), 1.), real_cond=_bce(D.cond_logits(h_real, sent), 1.),
-                 fake_uncond=_bce(D.uncond_logits(h_fake), 0.), fake_cond=_bce(D.cond_logits(h_fake, sent), 0.),
-                 wrong_cond=_bce(D.cond_logits(h_real, wrong_sent), 0.))
+    real_uncond = D.uncond_logits(h_real)
+    real_cond = D.cond_logits(h_real, sent)           # (B,): also the logit the gradient penalty differentiates
+    terms = dict(real_uncond=_adv_term(real_uncond, True, kind), real_cond=_adv_term(real_cond, True, kind),
+                 fake_uncond=_adv_term(D.uncond_logits(h_fake), False, kind), fake_cond=_adv_term(D.cond_logits(h_fake, sent), False, kind),
+                 wrong_cond=_adv_term(D.cond_logits(h_real, wrong_sent), False, kind))
     loss = (terms['real_uncond'] + terms['real_cond']) / 2 + (terms['fake_uncond'] + terms['fake_cond'] + terms['wrong_cond']) / 3
+    if ma_gp:
+        terms['ma_gp'] = _ma_gp(real_cond, real, sent, ma_gp, ma_gp_power)
+        loss = loss + terms['ma_gp']
     return (loss, {k: v.detach() for k, v in terms.items()}) if parts else loss
 
 # %% ../nbs/06_discriminators.ipynb #4ef28560
-def generator_adv_loss(D: Discriminator, fake, sent):
+def generator_adv_loss(D: Discriminator, fake, sent, kind: str = 'bce'):
     "L_Gi of paper Eq. 4: unconditional + conditional terms, summed (the paper halves each; the official code does not)."
     h = D.encode(fake)
-    return _bce(D.uncond_logits(h), 1.) + _bce(D.cond_logits(h, sent), 1.)
+    return _gen_term(D.uncond_logits(h), kind) + _gen_term(D.cond_logits(h, sent), kind)
+
+# %% ../nbs/06_discriminators.ipynb #46c3ce88
+def spectral_normalize(module: nn.Module, skip=()) -> nn.Module:
+    "Spectral normalisation (Miyato et al. 2018) of the weight of every conv and linear layer of `module`, except those in `skip`."
+    skip = {id(m) for m in skip}
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and id(m) not in skip:
+            torch.nn.utils.parametrizations.spectral_norm(m)
+    return module
+
+# %% ../nbs/06_discriminators.ipynb #b9d50d14
+def discriminator_loss_hinge(D: Discriminator, real, fake, sent, wrong_sent=None, shift: int = 1, parts: bool = False,
+                             ma_gp: float = 0., ma_gp_power: float = 6.):
+    "`discriminator_loss` with DF-GAN's hinge terms: relu(1 - D(x, s)) for real, relu(1 + D(.)) for fake and mismatched."
+    return discriminator_loss(D, real, fake, sent, wrong_sent, shift, parts, 'hinge', ma_gp, ma_gp_power)
+
+def generator_loss_hinge(D: Discriminator, fake, sent):
+    "DF-GAN's generator loss, -D(G(z), s), on both heads: -mean(uncond) - mean(cond)."
+    return generator_adv_loss(D, fake, sent, kind='hinge')
+
+# %% ../nbs/06_discriminators.ipynb #ccba4d07
+def _ma_gp(out, real, sent, k: float, p: float):
+    "k * mean over samples of ||(d out/d real, d out/d sent)||_2^p; `real`, `sent` are leaves `out` (B,) was computed from."
+    g_x, g_s = torch.autograd.grad(out.sum(), (real, sent), create_graph=True)   # (B, 3, s, s), (B, D)
+    dt = torch.promote_types(g_x.dtype, torch.float32)                               # bf16/fp16 grads summed in float32
+    sq = g_x.to(dt).flatten(1).pow(2).sum(1) + g_s.to(dt).flatten(1).pow(2).sum(1)   # (B,) squared norm of the pair
+    return k * sq.pow(p / 2).mean()
+
+def ma_gradient_penalty(D: Discriminator, real, sent, k: float = 2., p: float = 6.):
+    "DF-GAN's matching-aware gradient penalty on real matching pairs: k * mean ||(grad_x, grad_s) D(x, s)||_2^p."
+    real, sent = real.detach().requires_grad_(), sent.detach().requires_grad_()
+    return _ma_gp(D.cond_logits(D.encode(real), sent), real, sent, k, p)
+
+# %% ../nbs/06_discriminators.ipynb #bdb2ac8f
+def d_loss_for(cfg):
+    "The D loss `cfg.gan` asks for, called as `discriminator_loss(D, real, fake, sent, ...)`; the paper's by default."
+    g = cfg.gan
+    if g.gan_loss == 'bce' and not g.ma_gp: return discriminator_loss
+    return functools.partial(discriminator_loss, kind=g.gan_loss, ma_gp=g.ma_gp, ma_gp_power=g.ma_gp_power)
+
+def g_adv_loss_for(cfg):
+    "The generator's adversarial loss `cfg.gan` asks for, called as `generator_adv_loss(D, fake, sent)`; the paper's by default."
+    return generator_adv_loss if cfg.gan.gan_loss == 'bce' else functools.partial(generator_adv_loss, kind=cfg.gan.gan_loss)
+
+# %% ../nbs/06_discriminators.ipynb #d27caad1
+class WordDiscriminator(nn.Module):
+    "ControlGAN's word-level discriminator: how visible is each word in an image's DAMSM regions? One logit per caption."
+    def __init__(self,
+                 nef: int = 256,          # size D of the word and region features
+                 gamma1: float = 4.0,     # attention sharpness over regions (the DAMSM's, Eq. 9)
+                 spectral_norm: bool = False,  # normalise F' too (with cfg.gan.spectral_norm)
+                ):
+        super().__init__()
+        self.gamma1 = gamma1
+        self.proj = nn.Conv2d(nef, nef, 1)                  # F': regions into the word space
+        nn.init.eye_(self.proj.weight.view(nef, nef)); nn.init.zeros_(self.proj.bias)   # starts as the DAMSM's similarity
+        self.scale, self.offset = nn.Parameter(torch.tensor(5.)), nn.Parameter(torch.tensor(0.))
+        if spectral_norm: spectral_normalize(self)
+
+    def word_logits(self, regions, words, mask=None):
+        "Regions (B, D, h, w), words (B, D, T), mask (B, T) True = real word -> logits (B, T), attention (B, T, h*w)."
+        v = self.proj(regions).flatten(2)                                     # (B, D, R)
+        c, attn = region_attention(words, v, self.gamma1, mask)               # (B, D, T) region context of each word
+        return self.scale * F.cosine_similarity(words, c, dim=1, eps=1e-8) + self.offset, attn
+
+# %% ../nbs/06_discriminators.ipynb #325cb0aa
+@patch
+def word_weights(self: WordDiscriminator, words, mask=None):
+    "Word-level self-attention (B, T): softmax over the real words of their dot product with the caption's mean word."
+    m = torch.ones(words.shape[0], words.shape[2], dtype=torch.bool, device=words.device) if mask is None else mask
+    mean = (words * m[:, None]).sum(2) / m.sum(1, keepdim=True).clamp_min(1)   # (B, D)
+    return masked_softmax(torch.einsum('bd,bdt->bt', mean, words), m, dim=-1)
+
+@patch
+def forward(self: WordDiscriminator, regions, words, mask=None):
+    "Regions (B, D, h, w), words (B, D, T), mask (B, T) -> one logit per caption (B,): its words' logits, weighted."
+    logits, _ = self.word_logits(regions, words, mask)
+    return (self.word_weights(words, mask) * logits).sum(1)
+
+# %% ../nbs/06_discriminators.ipynb #f6d11c54
+def word_d_loss(WD: WordDiscriminator,
+                regions_real,          # (B, D, h, w) DAMSM regions of real images (no graph needed)
+                regions_fake,          # (B, D, h, w) DAMSM regions of generated images; detached here
+                words, mask=None,      # (B, D, T) their captions' words, (B, T) True = real word
+                wrong_words=None, wrong_mask=None,  # mismatched captions; default: words and mask rolled by `shift`
+                shift: int = 1, kind: str = 'bce', parts: bool = False):
+    "Word-level D loss (ControlGAN): real + (fake + mismatched) / 2, BCE or hinge terms."
+    if wrong_words is None:
+        if words.shape[0] < 2: raise InvalidInput("Mismatched captions need a batch of 2 or more, or pass `wrong_words`.")
+        wrong_words, wrong_mask = words.roll(shift, 0), None if mask is None else mask.roll(shift, 0)
+    terms = dict(real=_adv_term(WD(regions_real, words, mask), True, kind),
+                 fake=_adv_term(WD(regions_fake.detach(), words, mask), False, kind),
+                 wrong=_adv_term(WD(regions_real, wrong_words, wrong_mask), False, kind))
+    loss = terms['real'] + (terms['fake'] + terms['wrong']) / 2
+    return (loss, {k: v.detach() for k, v in terms.items()}) if parts else loss
+
+def word_g_loss(WD: WordDiscriminator, regions_fake, words, mask=None, kind: str = 'bce'):
+    "Word-level G loss: the generated images' regions (with their graph, from image_encoder(fake)) should show the words."
+    return _gen_term(WD(regions_fake, words, mask), kind)
+
+def build_word_discriminator(cfg) -> WordDiscriminator | None:
+    "The word-level discriminator if `cfg.gan.word_disc > 0` (spectrally normalised with `cfg.gan.spectral_norm`), else None."
+    if not cfg.gan.word_disc: return None
+    return WordDiscriminator(cfg.text.feat_dim, cfg.damsm.gamma1, cfg.gan.spectral_norm)
