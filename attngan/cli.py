@@ -6,18 +6,17 @@
 from __future__ import annotations
 import argparse, os, sys
 from pathlib import Path
-from .config import UserError, InvalidInput, PRESETS, preset
+from .config import UserError, InvalidInput, PRESETS, preset, check_positive, check_range
 
 # %% auto #0
-__all__ = ['cmd_make_birds', 'cmd_bench', 'cmd_pretrain_damsm', 'cmd_train', 'cmd_sample', 'cmd_evaluate', 'cmd_demo',
-           'make_parser', 'main']
+__all__ = ['ARG_RULES', 'cmd_make_birds', 'cmd_bench', 'cmd_pretrain_damsm', 'cmd_train', 'cmd_sample', 'cmd_evaluate',
+           'cmd_demo', 'OneLineParser', 'make_parser', 'check_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #3b3a2810
 def cmd_make_birds(a):
     "Write a synthetic-birds data set in the CUB/AttnGAN layout."
     from attngan.synthbirds import make_birds
     import time
-    if a.n < 1 or a.size < 16: raise InvalidInput(f"--n must be at least 1 and --size at least 16 (got --n {a.n} --size {a.size}).")
     t0 = time.perf_counter()
     root = make_birds(a.dir, n=a.n, size=a.size, seed=a.seed, progress=not a.quiet)
     dt = time.perf_counter() - t0
@@ -33,14 +32,12 @@ def cmd_bench(a):
 def cmd_pretrain_damsm(a):
     "Pre-train the DAMSM text and image encoders."
     from attngan.pretrain import cli_pretrain_damsm
-    if a.minutes is not None and a.minutes <= 0: raise InvalidInput(f"--minutes must be positive, got {a.minutes}.")
-    if a.epochs is not None and a.epochs < 1: raise InvalidInput(f"--epochs must be at least 1, got {a.epochs}.")
-    cli_pretrain_damsm(a.data, a.out, a.preset, a.minutes, a.epochs, a.resume, a.quiet)
+    cli_pretrain_damsm(a.data, a.out, a.preset, a.minutes, a.epochs, a.resume, a.quiet, a.sets)
 
 def cmd_train(a):
     "Train AttnGAN (also under torchrun for several processes)."
     from attngan.train import cli_train
-    cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite)
+    cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp)
 
 # %% ../nbs/11_cli.ipynb #271c974e
 def cmd_sample(a):
@@ -106,7 +103,9 @@ def _add_pretrain_damsm(sub):
     g = s.add_mutually_exclusive_group()
     g.add_argument('--minutes', type=float, default=None, help='time budget in minutes')
     g.add_argument('--epochs', type=int, default=None, help="number of epochs (default: the preset's)")
-    s.add_argument('--resume', action='store_true', help='continue the run in --out')
+    s.add_argument('--set', action='append', default=[], dest='sets', metavar='SECTION.KEY=VALUE',
+                   help="change one setting of the preset (repeatable), e.g. --set damsm.batch_size=32 --set damsm.lr=0.001")
+    s.add_argument('--resume', action='store_true', help="continue the run in --out (a --set must match the run's settings)")
     s.add_argument('--quiet', action='store_true', help='log lines instead of a progress bar')
     s.set_defaults(func=cmd_pretrain_damsm)
 
@@ -155,13 +154,36 @@ def _add_bench(sub):
     s.add_argument('--amp', default='', choices=['', 'bf16'], help="'bf16': the iteration under bfloat16 autocast (default: float32)")
     s.set_defaults(func=cmd_bench)
 
+class OneLineParser(argparse.ArgumentParser):
+    "An ArgumentParser whose errors (an unknown option, a value of the wrong type) are one line on stderr, exit status 2."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`).\n")
+
 def make_parser() -> argparse.ArgumentParser:
-    "The `attngan` argument parser."
-    p = argparse.ArgumentParser(prog='attngan', description="AttnGAN text-to-image: data, DAMSM, training, sampling. "
+    "The `attngan` argument parser (its sub-commands' parsers are OneLineParsers too)."
+    p = OneLineParser(prog='attngan', description="AttnGAN text-to-image: data, DAMSM, training, sampling. "
                                 "Run `attngan COMMAND --help` for the options of a command.")
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     for add in (_add_demo, _add_make_birds, _add_pretrain_damsm, _add_train, _add_sample, _add_evaluate, _add_bench): add(sub)
     return p
+
+# %% ../nbs/11_cli.ipynb #99fcaabd
+def _count(lo: int = 1): return lambda name, v: check_range(name, v, lo, integer=True)
+_seed = lambda name, v: check_range(name, v, 0, 2**63, integer=True, hi_open=True, what='an integer in [0, 2**63)')
+
+ARG_RULES = {   # {sub-command: {option: rule(name, value)}}
+    'demo': dict(minutes=check_positive),
+    'make-birds': dict(n=_count(1), size=_count(16), seed=_seed),
+    'pretrain-damsm': dict(minutes=check_positive, epochs=_count(1)),
+    'train': dict(minutes=check_positive, steps=_count(1), seed=_seed),
+    'sample': dict(seed=_seed, n=_count(1)),
+    'bench': dict(batch=_count(2), n=_count(1), threads=_count(1)),   # a training batch needs 2 (BatchNorm)
+}
+
+def check_args(a: argparse.Namespace) -> argparse.Namespace:
+    "Check each number option of the parsed sub-command `a.command` by its rule; the first bad one raises InvalidInput."
+    for dest, rule in ARG_RULES.get(a.command, {}).items():
+        if getattr(a, dest, None) is not None: rule(f"--{dest.replace('_', '-')}", getattr(a, dest))
+    return a
 
 # %% ../nbs/11_cli.ipynb #ac78b8dd
 def main(argv=None) -> int:
@@ -169,7 +191,7 @@ def main(argv=None) -> int:
     p = make_parser()
     a = p.parse_args(argv)
     if a.command is None: p.print_help(); return 0
-    try: a.func(a)
+    try: check_args(a); a.func(a)
     except UserError as e:
         if int(os.environ.get('RANK', '0')) == 0: print(f"attngan {a.command}: error: {e}", file=sys.stderr)
         return 2

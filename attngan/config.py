@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_config.ipynb #75a09211
 from __future__ import annotations
-import json, math, numbers, dataclasses
+import copy, json, math, numbers, dataclasses
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['RULES', 'PRESETS', 'UserError', 'InvalidInput', 'MissingPath', 'DataConfig', 'TextConfig', 'DAMSMConfig', 'GANConfig',
            'TrainConfig', 'check_range', 'check_positive', 'check_choice', 'check_type', 'check_sizes', 'check_betas',
-           'Config', 'birds', 'demo', 'tiny', 'preset']
+           'Config', 'birds', 'demo', 'tiny', 'preset', 'apply_sets']
 
 # %% ../nbs/00_config.ipynb #8f49c069
 class UserError(Exception):
@@ -331,3 +331,38 @@ def preset(name: str) -> Config:
     "A preset by name: 'birds', 'demo' or 'tiny'."
     if name not in PRESETS: raise InvalidInput(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
     return PRESETS[name]()
+
+# %% ../nbs/00_config.ipynb #1c66c79a
+_BOOLS = {'true': True, 'yes': True, '1': True, 'false': False, 'no': False, '0': False}
+
+def _parse_setting(text: str, kind: str, default, where: str, item: str):
+    "The value of `text` as the type `kind` of setting `where` (its default `default` gives a tuple's element type)."
+    got = f"(got {text!r} in --set {item})"
+    if kind == 'str': return text
+    if kind == 'bool':
+        if text.strip().lower() not in _BOOLS: raise InvalidInput(f"{where} must be true or false (or 1/0, yes/no) {got}.")
+        return _BOOLS[text.strip().lower()]
+    one = int if kind == 'int' or (kind == 'tuple' and all(_is_int(v) for v in default)) else float
+    noun = 'integer' if one is int else 'number'
+    what = f"a list of {noun}s separated by commas" if kind == 'tuple' else 'an integer' if one is int else 'a number'
+    try:
+        if kind != 'tuple': return one(text.strip())
+        return tuple(one(t.strip()) for t in text.strip().strip('()[]').split(','))
+    except ValueError:
+        raise InvalidInput(f"{where} must be {what} {got}.") from None
+
+def apply_sets(cfg: Config, sets) -> Config:
+    "A copy of `cfg` with each 'section.key=value' of `sets` applied (typed from the field), validated."
+    cfg = copy.deepcopy(cfg)
+    for item in sets or ():
+        name, eq, text = item.partition('=')
+        sec, dot, key = name.strip().partition('.')
+        if not eq or not dot: raise InvalidInput(f"--set takes section.key=value, e.g. gan.ngf=16 (got {item!r}).")
+        if sec not in _SECTIONS: raise InvalidInput(f"Unknown section {sec!r} in --set {item}; known ones are {', '.join(_SECTIONS)}.")
+        part, where = getattr(cfg, sec), f"config.{sec}.{key}"
+        kinds = {f.name: (f.type if isinstance(f.type, str) else f.type.__name__) for f in fields(part)}
+        if key not in kinds: raise InvalidInput(f"config.{sec} has no setting {key!r} (--set {item}); known ones are {', '.join(kinds)}.")
+        value = _parse_setting(text, kinds[key], getattr(type(part)(), key), where, item)
+        RULES[type(part)][key](where, value)                    # this setting's own rule, named
+        setattr(part, key, value)
+    return cfg.validate()

@@ -10,39 +10,17 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import master_bar, progress_bar
-from .config import Config, UserError, InvalidInput, MissingPath, preset as get_preset
+from .config import Config, UserError, InvalidInput, MissingPath, check_positive, apply_sets, preset as get_preset
+from .files import atomic_write, atomic_torch_save, atomic_write_text, load_tensors, RunLock, RunInUse  # still importable from here
 from .data import CUBDataset, Vocab, make_loader, collate, bbox_crop, cut_caption, multiscale
 from .damsm import TextEncoder, image_encoder, damsm_loss, r_precision, plot_word_attention, DAMSMLoss
 from .attention import region_attention
 
 # %% auto #0
-__all__ = ['DAMSM_FILES', 'LOSS_TERMS', 'atomic_write', 'atomic_torch_save', 'atomic_write_text', 'save_damsm', 'load_damsm',
-           'lr_at', 'LossDiverged', 'to_device', 'batch_loss', 'train_step', 'damsm_data_root', 'damsm_datasets',
-           'val_loss', 'torch_threads', 'pretrain_damsm', 'plot_damsm_history', 'caption_choice', 'encode_pairs',
-           'part_map_crop', 'word_localisation', 'attention_localisation', 'evaluate_damsm', 'plot_damsm_attention',
-           'cli_pretrain_damsm']
-
-# %% ../nbs/04b_pretrain.ipynb #a14e41d9
-def atomic_write(path, write) -> Path:
-    "Write `path` through `write(f)` into a temporary file in the same folder, then rename it into place."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f); f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o644); os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-    return path
-
-def atomic_torch_save(obj, path) -> Path:
-    "`torch.save(obj, path)`, atomically."
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-def atomic_write_text(text: str, path) -> Path:
-    "Write UTF-8 text to `path`, atomically."
-    return atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+__all__ = ['DAMSM_FILES', 'LOSS_TERMS', 'save_damsm', 'load_damsm', 'lr_at', 'LossDiverged', 'to_device', 'batch_loss',
+           'train_step', 'damsm_data_root', 'damsm_datasets', 'val_loss', 'torch_threads', 'pretrain_damsm',
+           'plot_damsm_history', 'caption_choice', 'encode_pairs', 'part_map_crop', 'word_localisation',
+           'attention_localisation', 'evaluate_damsm', 'plot_damsm_attention', 'cli_pretrain_damsm']
 
 # %% ../nbs/04b_pretrain.ipynb #1399b1ed
 DAMSM_FILES = ('config.json', 'vocab.json', 'damsm.pt')
@@ -61,11 +39,8 @@ def save_damsm(run_dir, text_encoder: nn.Module, image_encoder: nn.Module, cfg: 
 
 # %% ../nbs/04b_pretrain.ipynb #ba941a0f
 def _load_tensors(path, map_location='cpu'):
-    "torch.load(weights_only=True) with one clear sentence when the file is not a readable checkpoint."
-    try: return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise InvalidInput(f"{path} could not be read as a tensors-only PyTorch checkpoint ({type(e).__name__}); "
-                           f"it is truncated or not a checkpoint: re-run or resume the pre-training.") from None
+    "`attngan.files.load_tensors` (tensors only, one sentence for a bad file), advising what to do about a DAMSM run's file."
+    return load_tensors(path, map_location, fix='re-run or resume the pre-training')
 
 def _check_run_dir(run: Path):
     "Refuse a folder that is not a DAMSM run, naming what is missing."
@@ -317,11 +292,12 @@ def pretrain_damsm(cfg: Config,              # settings (`cfg.damsm`, `cfg.text`
                    val_batches: int = 16,    # batches of the test split in each validation
                    device=None) -> list:     # default: the first CUDA device if there is one, else the CPU
     "Pre-train the DAMSM text and image encoders (paper Sec. 3.2); checkpoint every epoch; return the history."
-    if minutes is not None and not minutes > 0: raise InvalidInput(f"minutes must be positive (got {minutes}).")
-    if epochs is not None and epochs < 1: raise InvalidInput(f"epochs must be at least 1 (got {epochs}).")
+    cfg.validate()                                                    # a config built in code: one sentence for a bad setting
+    for name, v in (('minutes', minutes), ('epochs', epochs), ('max_steps', max_steps), ('val_batches', val_batches)):
+        if v is not None: check_positive(name, v, integer=name != 'minutes')
     out = Path(out).expanduser()
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    with torch_threads(cfg.train.threads):
+    with RunLock(out, create=not resume), torch_threads(cfg.train.threads):   # one writer per run folder, the whole run
         r = _start(cfg, out, data, resume, device, log)
         todo = range(r['epoch'], r['cfg'].damsm.epochs if epochs is None else epochs)
         bar, budget = (master_bar(todo) if progress else None), _Budget(minutes, max_steps)
@@ -480,19 +456,30 @@ def plot_damsm_attention(run, data=None, index: int = 0, caption: int = 0, split
     return plot_word_attention(image, vocab.decode(ids), enc['attn'][0, :len(ids)], size=size)
 
 # %% ../nbs/04b_pretrain.ipynb #c338e6ba
+def _check_resume_sets(out: Path, sets) -> None:
+    "Refuse `--set` values that differ from the settings of the run being resumed in `out`."
+    if not sets or not (out/'config.json').is_file(): return
+    from attngan.train import config_diff                              # (train imports this module)
+    saved = Config.from_json(out/'config.json')
+    diffs = config_diff(saved, apply_sets(saved, sets))
+    if diffs: raise InvalidInput(f"{out} was started with other settings than the --set given to resume it ({'; '.join(diffs)}); "
+                                 f"resume without them to continue it as it was, or start a new run with another --out.")
+
 def cli_pretrain_damsm(data='synth', out='runs/damsm', preset: str = 'demo', minutes: float | None = None,
-                       epochs: int | None = None, resume: bool = False, quiet: bool = False) -> dict:
+                       epochs: int | None = None, resume: bool = False, quiet: bool = False, sets=()) -> dict:
     "Pre-train the DAMSM, evaluate it on held-out species and print a summary (the `attngan pretrain-damsm` command)."
-    cfg, out = get_preset(preset), Path(out).expanduser()
+    cfg, out = apply_sets(get_preset(preset), sets), Path(out).expanduser()    # each --set section.key=value, validated
+    if resume: _check_resume_sets(out, sets)
     say = (lambda *a: None) if quiet else print
-    t0 = time.perf_counter()
-    hist = pretrain_damsm(cfg, out, data=data, minutes=minutes, epochs=epochs, resume=resume, progress=not quiet, log=say)
-    secs = time.perf_counter() - t0
-    res = evaluate_damsm(out, data=data, log=say)
-    h = hist[-1] if hist else {}
-    res.update(epochs=h.get('epoch', 0), steps=h.get('step', 0), val_loss=h.get('val_loss'), minutes=secs / 60,
-               s_per_step=sum(x['seconds'] for x in hist) / max(h.get('step', 0), 1) if hist else None)
-    atomic_write_text(json.dumps(res, indent=1) + '\n', out/'damsm_eval.json')
+    with RunLock(out, create=not resume):                                     # pre-training and evaluation: one writer
+        t0 = time.perf_counter()
+        hist = pretrain_damsm(cfg, out, data=data, minutes=minutes, epochs=epochs, resume=resume, progress=not quiet, log=say)
+        secs = time.perf_counter() - t0
+        res = evaluate_damsm(out, data=data, log=say)
+        h = hist[-1] if hist else {}
+        res.update(epochs=h.get('epoch', 0), steps=h.get('step', 0), val_loss=h.get('val_loss'), minutes=secs / 60,
+                   s_per_step=sum(x['seconds'] for x in hist) / max(h.get('step', 0), 1) if hist else None)
+        atomic_write_text(json.dumps(res, indent=1) + '\n', out/'damsm_eval.json')
     print(f"DAMSM pre-training: {res['epochs']} epochs, {res['steps']} steps, {secs / 60:.1f} min; files in {out}: "
           f"config.json, vocab.json, damsm.pt, damsm_state.pt, damsm_eval.json.")
     print(f"  validation loss (held-out species): {res['val_loss']:.3f}")

@@ -12,11 +12,12 @@ from PIL import Image
 from .config import Config, UserError, InvalidInput, MissingPath
 from .data import Vocab, tokenize, encode_caption
 from .core import Generator
+from .files import load_tensors, atomic_torch_save, file_sha256, write_checksums, verify_checksums  # checksums: still importable from here
 
 # %% auto #0
 __all__ = ['SHIPPED_MODEL', 'Text2ImageResult', 'to_uint8', 'Text2Image', 'read_words', 'encode_captions', 'UnknownWordsWarning',
-           'warn_unknown', 'draw_noise', 'spread_attention', 'assets_dir', 'file_sha256', 'write_checksums',
-           'verify_checksums', 'half_precision', 'package_model', 'show_samples', 'show_word_attention', 'save_result']
+           'warn_unknown', 'draw_noise', 'spread_attention', 'assets_dir', 'half_precision', 'package_model',
+           'show_samples', 'show_word_attention', 'save_result']
 
 # %% ../nbs/08_sample.ipynb #c08074f7
 @dataclass
@@ -132,7 +133,7 @@ Text2Image.__call__ = _call
 # %% ../nbs/08_sample.ipynb #511384d3
 def _from_checkpoint(cls, run, device='cpu') -> Text2Image:
     "Load the EMA generator, text encoder, vocabulary and config of a training run folder."
-    from attngan.pretrain import load_damsm, _load_tensors
+    from attngan.pretrain import load_damsm
     run = Path(run).expanduser()
     if not run.is_dir(): raise MissingPath(f"No run folder at {run}; pass the --out folder of `attngan train`.")
     if not (run/'generator.pt').exists():
@@ -141,7 +142,7 @@ def _from_checkpoint(cls, run, device='cpu') -> Text2Image:
         raise MissingPath(f"{run/'generator.pt'} is missing; pass the --out folder of `attngan train`.")
     text_encoder, _, cfg, vocab = load_damsm(run)
     G = Generator(cfg)
-    try: G.load_state_dict(_load_tensors(run/'generator.pt'))
+    try: G.load_state_dict(load_tensors(run/'generator.pt', fix='resume the training run, or put back a good copy of generator.pt'))
     except RuntimeError as e:
         raise InvalidInput(f"{run/'generator.pt'} does not fit the generator of {run/'config.json'} ({str(e).splitlines()[0][:120]}); the files come from different runs.") from None
     pipe = cls(G, text_encoder, vocab, cfg).to(device)
@@ -158,32 +159,6 @@ def assets_dir() -> Path:
     import attngan
     return Path(attngan.__file__).parent/'assets'
 
-def file_sha256(path) -> str:
-    "SHA-256 of a file, hex."
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()
-
-# %% ../nbs/08_sample.ipynb #edbc099f
-def write_checksums(folder) -> Path:
-    "Write `SHA256SUMS` (sha256sum's format) for every file of `folder`."
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != 'SHA256SUMS')
-    (folder/'SHA256SUMS').write_text(''.join(f"{file_sha256(p)}  {p.name}\n" for p in files))
-    return folder/'SHA256SUMS'
-
-def verify_checksums(folder) -> None:
-    "Check every file listed in `folder/SHA256SUMS`; one sentence naming the first file that is missing or altered."
-    folder = Path(folder)
-    if not (folder/'SHA256SUMS').is_file(): raise MissingPath(f"{folder/'SHA256SUMS'} is missing; the model folder is incomplete: reinstall attngan.")
-    for line in (folder/'SHA256SUMS').read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        if not (folder/name).is_file(): raise MissingPath(f"{folder/name} is missing; the model folder is incomplete: reinstall attngan.")
-        if file_sha256(folder/name) != digest:
-            raise InvalidInput(f"{folder/name} does not match its checksum in SHA256SUMS (a damaged or altered file); reinstall attngan.")
-
 # %% ../nbs/08_sample.ipynb #443c6e8c
 def half_precision(obj):
     "A checkpoint (nested dicts and lists of tensors) with its floating-point tensors in float16; the rest unchanged."
@@ -195,17 +170,16 @@ def half_precision(obj):
 def package_model(run, out, half: bool = True, info: dict | None = None) -> Path:
     "Copy a run's config, vocabulary, DAMSM encoders and EMA generator into `out` (half precision), with SHA256SUMS."
     import json, shutil
-    from attngan.pretrain import _load_tensors, atomic_torch_save
     run, out = Path(run).expanduser(), Path(out).expanduser()
     Text2Image.from_checkpoint(run)                                       # a complete, loadable run, or one clear error
     out.mkdir(parents=True, exist_ok=True)
     cast = half_precision if half else (lambda d: d)
     for f in ('config.json', 'vocab.json'): shutil.copyfile(run/f, out/f)
-    dm = _load_tensors(run/'damsm.pt')
+    dm = load_tensors(run/'damsm.pt')
     atomic_torch_save(cast({k: dm[k] for k in ('text_encoder', 'image_encoder')}), out/'damsm.pt')
-    atomic_torch_save(cast(_load_tensors(run/'generator.pt')), out/'generator.pt')
+    atomic_torch_save(cast(load_tensors(run/'generator.pt')), out/'generator.pt')
     if (run/'train_state.pt').is_file():                                  # the discriminators, for inspecting the stages
-        atomic_torch_save(cast({'Ds': _load_tensors(run/'train_state.pt')['Ds']}), out/'discriminators.pt')
+        atomic_torch_save(cast({'Ds': load_tensors(run/'train_state.pt')['Ds']}), out/'discriminators.pt')
     if info is not None: (out/'train_info.json').write_text(json.dumps(info, indent=1) + '\n')
     write_checksums(out)
     return out

@@ -12,13 +12,15 @@ import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar, NBProgressBar
-from .config import Config, UserError, InvalidInput, MissingPath, preset as get_preset
+from .config import (Config, UserError, InvalidInput, MissingPath, check_positive, check_range, check_choice, apply_sets,
+                            preset as get_preset)
 from .data import CUBDataset, Vocab, check_layout, collate, multiscale, cut_caption
 from .synthbirds import synth_root
 from .damsm import TextEncoder, image_encoder, damsm_loss
 from .core import Generator, GeneratorOutput, kl_loss
 from .discriminators import build_discriminators, discriminator_loss, generator_adv_loss
-from .pretrain import save_damsm, load_damsm, atomic_write, atomic_torch_save, atomic_write_text
+from .pretrain import save_damsm, load_damsm
+from .files import atomic_write, atomic_torch_save, atomic_write_text, RunLock, RunInUse, lock_holder
 
 # %% auto #0
 __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'DistInfo', 'bare', 'DiscriminatorLoss',
@@ -28,8 +30,8 @@ __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'D
            'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict',
            'save_checkpoint', 'load_train_state', 'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff',
            'same_weights', 'check_resume_settings', 'load_run_damsm', 'run_settings', 'run_data', 'prepare_run',
-           'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'timing', 'train', 'cli_train',
-           'add_train_args', 'main_train']
+           'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'timing', 'lock_run', 'train',
+           'cli_train', 'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -491,7 +493,7 @@ def check_resume_settings(out, run_cfg: Config, cfg: Config | None = None, damsm
     if diffs:
         shown = diffs[:8] + ([f"and {len(diffs) - 8} more"] if len(diffs) > 8 else [])
         raise InvalidInput(f"{out} was started with other settings than those given to resume it ({'; '.join(shown)}); "
-                           f"resume without --preset, --seed or --damsm to continue it as it was, or start a new run "
+                           f"resume without --preset, --seed, --set or --damsm to continue it as it was, or start a new run "
                            f"with another --out or --overwrite.")
 
 # %% ../nbs/07_train.ipynb #5920eb87
@@ -517,6 +519,8 @@ def run_settings(cfg, out: Path, damsm=None, resume=False, dd: DistInfo = DistIn
         saved = load_train_state(out)
         run_cfg, run_damsm = Config.from_json(out/'config.json'), load_run_damsm(out)
         check_resume_settings(out, run_cfg, cfg, damsm, run_damsm)
+        if cfg is not None:                                        # what may change on resume (RESUME_FREE) is the caller's
+            run_cfg.data.num_workers, run_cfg.train.threads, run_cfg.train.amp = cfg.data.num_workers, cfg.train.threads, cfg.train.amp
         if dd.main:
             for f in temp_files(out): f.unlink(missing_ok=True)    # half-written files of a killed process
         text_enc, img_enc, _, vocab = run_damsm
@@ -608,6 +612,21 @@ def timing(st: TrainState, first: int, seconds: float) -> str:
     return (f"Trained steps {first + 1}-{st.step} in {seconds:.1f} s ({np.median(secs):.3f} s/step, "
             f"{1000 * np.median(secs) / (st.cfg.train.batch_size * st.dist.world):.1f} ms/image)")
 
+# %% ../nbs/07_train.ipynb #b180feec
+def lock_run(out, resume: bool = False, dd: DistInfo = DistInfo()) -> RunLock:
+    "Rank 0 takes `out`'s RunLock (one writer per run folder); every process raises `RunInUse` if it could not."
+    lock, err = RunLock(out, create=not resume), None
+    if dd.main:
+        try: lock.acquire()
+        except RunInUse as e: err = e
+    if dd.world > 1:
+        failed = torch.tensor([float(err is not None)], device=dd.device)
+        torch_dist.all_reduce(failed)
+        if failed.item() and err is None:
+            err = RunInUse(f"{out} is in use by another attngan process; wait for it to finish, or pass another --out.")
+    if err is not None: raise err
+    return lock
+
 # %% ../nbs/07_train.ipynb #62a0afcf
 def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it)
           out='runs/train',               # run folder: config, vocab, DAMSM copy, checkpoints, samples, losses
@@ -622,9 +641,13 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
           overwrite: bool = False,        # replace a run in `out`: delete its files (only those), then start afresh
          ) -> TrainState:
     "Train AttnGAN, paper Sec. 3.1: D and G steps, EMA, samples and atomic checkpoints; resumable; torchrun-ready."
+    if cfg is not None: cfg.validate()                                        # one sentence naming a bad setting
+    if minutes is not None: check_positive('minutes', minutes)
+    if steps is not None: check_positive('steps', steps, integer=True)
     t_start, dd = time.perf_counter(), setup_distributed(device)
-    say = log if dd.main else (lambda *a, **k: None)
+    say, lock = (log if dd.main else (lambda *a, **k: None)), None
     try:
+        lock = lock_run(out, resume, dd)                                          # the only writer of `out` until the end
         st, loader, sampler, fixed = prepare_run(cfg, out, damsm, data, resume, dd, progress and dd.main, say, overwrite)
         out, total = Path(out).expanduser(), steps if steps is not None else st.cfg.train.epochs * len(sampler)
         if st.step >= total: say(f"The run in {out} is at step {st.step} already (target {total}); nothing to do."); return st
@@ -653,19 +676,26 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
         say(f"{timing(st, first, time.perf_counter() - t0)}; checkpoint in {out}.")
         return st
     finally:
+        if lock is not None: lock.release()
         if dd.started: torch_dist.destroy_process_group()
 
 # %% ../nbs/07_train.ipynb #f06a4d3f
 def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None, steps=None, resume=False,
-              quiet=False, seed=None, overwrite=False) -> TrainState:
-    "What `attngan train` runs: a preset by name (default 'demo'), a seed, then `train`; on resume they are checked against the run's."
-    if minutes is not None and minutes <= 0: raise InvalidInput(f"--minutes must be positive, got {minutes}.")
-    if steps is not None and steps < 1: raise InvalidInput(f"--steps must be at least 1, got {steps}.")
+              quiet=False, seed=None, overwrite=False, sets=(), amp=None) -> TrainState:
+    "What `attngan train` runs: a preset (default 'demo'), a seed, each --set and --amp, then `train`; on resume checked against the run's."
+    if minutes is not None: check_positive('--minutes', minutes)
+    if steps is not None: check_positive('--steps', steps, integer=True)
+    if seed is not None: check_range('--seed', seed, 0, 2**63, integer=True, hi_open=True, what='an integer in [0, 2**63)')
+    if amp is not None: check_choice('--amp', amp, ('bf16', 'off'))
+    sets = [*(sets or ()), *([f"train.amp={'' if amp == 'off' else amp}"] if amp is not None else [])]
+    if damsm is not None and not resume and (own := [s for s in sets if s.split('.')[0].strip() in ('text', 'damsm')]):
+        raise InvalidInput(f"--set {own[0]}: with --damsm the text and DAMSM settings are those of {damsm}/config.json; drop that --set.")
     saved = Path(out).expanduser()/'config.json'
     if not resume: cfg = get_preset(preset or 'demo')
     elif preset is not None: cfg = get_preset(preset)                     # must match the run's settings
-    else: cfg = Config.from_json(saved) if seed is not None and saved.is_file() else None   # --seed alone: the run's, reseeded
+    else: cfg = Config.from_json(saved) if (seed is not None or sets) and saved.is_file() else None   # the run's own, then changed
     if seed is not None and cfg is not None: cfg.train.seed = seed
+    if cfg is not None: cfg = apply_sets(cfg, sets)
     return train(cfg, out, damsm=damsm, data=data, minutes=minutes, steps=steps, resume=resume, progress=not quiet,
                  overwrite=overwrite)
 
@@ -682,12 +712,15 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--overwrite', action='store_true', help='replace the run in --out: delete the files it wrote, then start afresh')
     p.add_argument('--quiet', action='store_true', help='log lines instead of a progress bar')
     p.add_argument('--seed', type=int, default=None, help="random seed (default: the preset's)")
+    p.add_argument('--set', action='append', default=[], dest='sets', metavar='SECTION.KEY=VALUE',
+                   help="change one setting of the preset (repeatable), e.g. --set gan.spectral_norm=true --set train.batch_size=16")
+    p.add_argument('--amp', default=None, choices=['bf16', 'off'], help="'bf16': bfloat16 autocast (train.amp); 'off': float32 (default: the preset's)")
     return p
 
 def main_train(argv=None) -> int:
     "Stand-alone `train` entry point (works under torchrun): a user's mistake is one line on stderr and exit code 2."
     a = add_train_args(argparse.ArgumentParser(prog='attngan train', description='Train AttnGAN.')).parse_args(argv)
-    try: cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite)
+    try: cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp)
     except UserError as e:
         if os.environ.get('RANK', '0') == '0': print(f"attngan train: error: {e}", file=sys.stderr)
         return 2

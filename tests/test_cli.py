@@ -53,4 +53,113 @@ def test_sample_without_run_uses_the_shipped_model(tmp_path):
 def test_train_errors(tiny_run):
     one_line_error(run('train', '--preset', 'tiny', '--damsm', tiny_run/'nope', '--out', tiny_run/'g2'), 'No DAMSM run folder')
     one_line_error(run('train', '--resume', '--out', tiny_run/'damsm'), 'DAMSM pre-training run')
-    one_line_error(run('pretrain-damsm', '--out', tiny_run/'d2', '--minutes', '-1'), '--minutes must be positive')
+    one_line_error(run('pretrain-damsm', '--out', tiny_run/'d2', '--minutes', '-1'), '--minutes must be a positive number (got -1.0).')
+
+
+# ---- every number option is checked: one line on stderr, exit 2, nothing written ----------------------------------
+
+def in_process(capsys, *args):
+    "Run `attngan ARGS` in this process: (exit status, stdout, stderr); argparse's own refusals exit too."
+    from attngan.cli import main
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e: rc = e.code
+    c = capsys.readouterr()
+    return rc, c.out, c.err
+
+
+def in_process_error(capsys, *args_and_words):
+    *args, words = args_and_words
+    rc, out, err = in_process(capsys, *args)
+    assert rc == 2 and 'Traceback' not in err and err.count('\n') == 1, (args, rc, err)
+    assert words in err, (args, err)
+
+
+@pytest.mark.parametrize('args, words', [
+    (['train', '--out', '{d}', '--steps', '0'], 'attngan train: error: --steps must be a positive integer (got 0).'),
+    (['train', '--out', '{d}', '--minutes', '-1'], '--minutes must be a positive number (got -1.0).'),
+    (['train', '--out', '{d}', '--minutes', 'nan'], '--minutes must be a positive number (got nan).'),
+    (['train', '--out', '{d}', '--seed', '-1'], '--seed must be an integer in [0, 2**63) (got -1).'),
+    (['train', '--out', '{d}', '--steps', '2.5'], "argument --steps: invalid int value: '2.5'"),
+    (['pretrain-damsm', '--out', '{d}', '--epochs', '0'], 'attngan pretrain-damsm: error: --epochs must be a positive integer (got 0).'),
+    (['pretrain-damsm', '--out', '{d}', '--minutes', 'inf'], '--minutes must be a positive number (got inf).'),
+    (['make-birds', '{d}', '--n', '0'], 'attngan make-birds: error: --n must be a positive integer (got 0).'),
+    (['make-birds', '{d}', '--size', '8'], '--size must be an integer >= 16 (got 8).'),
+    (['make-birds', '{d}', '--seed', '-3'], '--seed must be an integer in [0, 2**63) (got -3).'),
+    (['sample', 'a red bird', '--out', '{d}', '--n', '0'], 'attngan sample: error: --n must be a positive integer (got 0).'),
+    (['sample', 'a red bird', '--out', '{d}', '--seed', '-1'], '--seed must be an integer in [0, 2**63) (got -1).'),
+    (['bench', '--batch', '1'], 'attngan bench: error: --batch must be an integer >= 2 (got 1).'),
+    (['bench', '--threads', '0'], '--threads must be a positive integer (got 0).'),
+    (['bench', '--n', '-5'], '--n must be a positive integer (got -5).'),
+    (['demo', '--out', '{d}', '--minutes', '0'], 'attngan demo: error: --minutes must be a positive number (got 0.0).'),
+])
+def test_number_options_are_checked(args, words, tmp_path, capsys):
+    d = tmp_path/'out'
+    in_process_error(capsys, *[a.format(d=d) for a in args], words)
+    assert not d.exists()                                                  # refused before anything was written
+
+
+def test_a_number_error_from_the_console_script(tmp_path):
+    one_line_error(run('train', '--preset', 'tiny', '--out', tmp_path/'r', '--steps', '-3'), '--steps must be a positive integer (got -3).')
+    one_line_error(run('train', '--out', tmp_path/'r', '--steps', 'many'), "invalid int value: 'many'")
+
+
+# ---- --set section.key=value and --amp ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('value, words', [
+    ('model.ngf=8', "Unknown section 'model' in --set model.ngf=8; known ones are data, text, damsm, gan, train."),
+    ('gan.ngff=8', "config.gan has no setting 'ngff' (--set gan.ngff=8); known ones are sizes, z_dim, cond_dim, ngf, "),
+    ('gan.ngf=eight', "config.gan.ngf must be an integer (got 'eight' in --set gan.ngf=eight)."),
+    ('gan.spectral_norm=maybe', "config.gan.spectral_norm must be true or false (or 1/0, yes/no) (got 'maybe' in --set gan.spectral_norm=maybe)."),
+    ('gan.sizes=32,48', 'config.gan.sizes must be powers of two >= 8, each double the one before'),
+    ('train.batch_size=1', 'config.train.batch_size must be an integer >= 2 (got 1).'),
+    ('gan.ngf', '--set takes section.key=value, e.g. gan.ngf=16'),
+])
+def test_bad_sets_are_one_sentence(value, words, tmp_path, capsys):
+    in_process_error(capsys, 'train', '--preset', 'tiny', '--out', tmp_path/'r', '--set', value, words)
+    in_process_error(capsys, 'pretrain-damsm', '--preset', 'tiny', '--out', tmp_path/'d', '--set', value, words)
+    assert not (tmp_path/'r').exists() and not (tmp_path/'d').exists()
+
+
+def test_train_sets_and_amp_then_resume(tmp_path, capsys, one_thread):
+    from attngan.config import Config
+    r = tmp_path/'r'
+    rc, out, err = in_process(capsys, 'train', '--preset', 'tiny', '--out', r, '--steps', 1, '--quiet', '--set', 'gan.ngf=6',
+                              '--set', 'gan.spectral_norm=yes', '--set', 'train.betas=0.0,0.99', '--amp', 'bf16')
+    assert rc == 0, err
+    cfg = Config.from_json(r/'config.json')
+    assert (cfg.gan.ngf, cfg.gan.spectral_norm, cfg.train.betas, cfg.train.amp) == (6, True, (0.0, 0.99), 'bf16')
+    before = (r/'train_state.pt').read_bytes()
+    in_process_error(capsys, 'train', '--out', r, '--resume', '--set', 'gan.ngf=8', '--quiet', '(gan.ngf: 6 -> 8)')
+    in_process_error(capsys, 'train', '--out', r, '--resume', '--set', 'gan.spectral_norm=false', '--quiet', '(gan.spectral_norm: True -> False)')
+    assert (r/'train_state.pt').read_bytes() == before                     # refusals change nothing
+    rc, out, err = in_process(capsys, 'train', '--out', r, '--resume', '--steps', 2, '--set', 'gan.ngf=6', '--amp', 'off', '--quiet')
+    assert rc == 0, err                                                      # the same setting, and a precision change: fine
+    assert 'Trained steps 2-2' in out
+
+
+def test_generator_shape_follows_the_set(tmp_path, capsys, one_thread):
+    "gan.ngf set on the command line is the width of the networks trained, not only a number in config.json."
+    import torch
+    from attngan.config import tiny
+    from attngan.core import Generator
+    r = tmp_path/'r'
+    rc, out, err = in_process(capsys, 'train', '--preset', 'tiny', '--out', r, '--steps', 1, '--quiet', '--set', 'gan.ngf=6')
+    assert rc == 0, err
+    c = tiny(); c.gan.ngf = 6
+    want = {k: v.shape for k, v in Generator(c).state_dict().items()}
+    assert {k: v.shape for k, v in torch.load(r/'generator.pt', weights_only=True).items()} == want
+    c.gan.ngf = 4
+    assert want != {k: v.shape for k, v in Generator(c).state_dict().items()}
+
+
+def test_pretrain_damsm_set_then_resume(tmp_path, capsys, one_thread):
+    from attngan.config import Config
+    d = tmp_path/'d'
+    rc, out, err = in_process(capsys, 'pretrain-damsm', '--preset', 'tiny', '--out', d, '--epochs', 1, '--quiet',
+                              '--set', 'damsm.batch_size=6')
+    assert rc == 0, err
+    assert Config.from_json(d/'config.json').damsm.batch_size == 6 and '8 steps' in out    # 48 training images / 6
+    in_process_error(capsys, 'pretrain-damsm', '--preset', 'tiny', '--out', d, '--epochs', 2, '--resume', '--quiet',
+                     '--set', 'damsm.batch_size=8', '(damsm.batch_size: 6 -> 8)')
+    in_process_error(capsys, 'train', '--preset', 'tiny', '--damsm', d, '--out', tmp_path/'g', '--set', 'text.hidden_dim=6',
+                     'drop that --set')

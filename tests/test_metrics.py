@@ -159,9 +159,79 @@ def test_evaluate_random_generator_near_chance_real_near_ceiling(trained):
     assert m['pointing_game']['real'] > 0.6 and m['fid_evaluator']['generated'] > 5 * m['fid_evaluator']['real']
     assert m['diversity_feature_distance']['real'] > m['diversity_feature_distance']['generated']
     assert 'r_precision' not in m                                              # eval_damsm=False skips it
+    pr, rc, vc = m['precision'], m['recall'], m['visual_concepts']
+    assert pr['real'] > 0.6 and rc['real'] > 0.6 and pr['floor'] == rc['floor'] == 0   # real halves: near the top; noise: 0
+    assert pr['generated'] < 0.1 and rc['generated'] < 0.1                       # a random generator: at the floor
+    assert vc['n_concepts'] == 50 and vc['real'] > 0.6 and max(vc['generated'], vc['floor']) < 0.2
     saved = json.loads((d/'eval'/'metrics.json').read_text())
     assert saved['attribute_accuracy'] == aa and (d/'eval'/'metrics.png').stat().st_size > 10_000
-    assert 'attribute_accuracy' in M.format_metrics(m)
+    assert saved['precision'] == pr and saved['visual_concepts'] == vc
+    txt = M.format_metrics(m)
+    assert 'attribute_accuracy' in txt and next(l for l in txt.splitlines() if l.startswith('recall ')).split()[1:3] == [f"{rc['generated']:.4g}", f"{rc['real']:.4g}"]
+
+
+def _pr_loop(real, fake, k=3):
+    "Precision and recall, one distance at a time."
+    def radii(x): return [sorted(float((x[i] - x[j]).norm()) for j in range(len(x)) if j != i)[k - 1] for i in range(len(x))]
+    def share_in(q, x):
+        r = radii(x)
+        return float(np.mean([any(float((p - x[j]).norm()) <= r[j] for j in range(len(x))) for p in q]))
+    return share_in(fake, real), share_in(real, fake)
+
+
+def test_precision_recall_matches_a_loop_and_known_answers():
+    g = torch.Generator().manual_seed(5)
+    for shift, k in ((0., 3), (0.7, 3), (1.5, 3), (0.7, 1)):
+        a = torch.randn(35, 4, generator=g, dtype=torch.float64)
+        b = torch.randn(25, 4, generator=g, dtype=torch.float64) + shift
+        r = M.precision_recall(a, b, k)
+        assert (r['precision'], r['recall']) == pytest.approx(_pr_loop(a, b, k), abs=1e-12)
+        assert M.precision_recall(a, b, k, max_elements=1) == r                     # one row per chunk: the same
+    a = torch.randn(100, 6, generator=g)
+    same, far = M.precision_recall(a, a), M.precision_recall(a, a + 50)
+    assert same['precision'] == same['recall'] == 1 and far['precision'] == far['recall'] == 0
+    collapsed = M.precision_recall(a, a[3:4].expand(40, -1))                       # every image the same real point
+    assert collapsed['precision'] == 1 and collapsed['recall'] == 1 / 100
+    with pytest.raises(InvalidInput, match='more than 3 real and 3 generated'): M.precision_recall(a, a[:3])
+    chunks = M._chunks(10_000, 10_000, 2**24)                                       # memory: 2^24 distances at most per chunk
+    assert all((s.stop - s.start) * 10_000 <= 2**24 for s in chunks) and chunks[0].start == 0 and chunks[-1].stop >= 10_000
+    assert all(p.stop == n.start for p, n in zip(chunks, chunks[1:]))
+
+
+def test_kmeans_and_visual_concepts_known_answers():
+    g = torch.Generator().manual_seed(2)
+    truth = torch.arange(5).repeat_interleave(20)
+    pts = 8 * torch.eye(5)[truth] + 0.3 * torch.randn(100, 5, generator=g)        # five blobs
+    state = torch.get_rng_state()
+    c, lab = M.kmeans(pts, 5, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)                               # the global generator is left alone
+    assert len(set(zip(truth.tolist(), lab.tolist()))) == 5                        # one cluster per blob
+    c2, lab2 = M.kmeans(pts, 5, seed=3)
+    assert torch.equal(c, c2) and torch.equal(lab, lab2)
+    assert torch.allclose(c[lab[::20]], torch.stack([pts[truth == j].double().mean(0) for j in range(5)]), atol=1e-9)
+    same_c, same_lab = M.kmeans(torch.ones(6, 2), 3)                               # fewer distinct points than concepts
+    assert torch.equal(same_c[same_lab], torch.ones(6, 2, dtype=torch.float64))
+    with pytest.raises(InvalidInput, match='between 1 and 100 concepts'): M.kmeans(pts, 0)
+    species = truth * 2 + 100
+    con = M.fit_concepts(pts, species)
+    assert con['k'] == 5 and M.concept_accuracy(con, pts, species) == 1            # real images against themselves: the ceiling
+    assert M.concept_accuracy(con, pts, species.roll(20)) == 0                     # every image given another species
+    far = torch.zeros(100, 5); far[:, 2] = 100                                      # "noise": one point, nearest to blob 2
+    assert M.concept_accuracy(con, far, species) == 0.2                            # only blob 2's species (a fifth) hits
+    assert M.concept_accuracy(con, pts, torch.full((100,), 7)) == 0                # a species the concepts never saw
+    mixed = species.clone(); mixed[20:25] = 100                                    # five birds of blob 1 in blob 0's species
+    assert M.concept_accuracy(M.fit_concepts(pts, mixed), pts, mixed) == 0.95
+
+
+def test_concept_features_read_the_species_attributes(trained):
+    root, ev, _, _ = trained
+    x = M.load_real(root, 'test', 32, limit=6).images
+    f = M.concept_features(ev, x)
+    sizes = [len(ATTR_VALUES[a]) for a in ATTRIBUTES if a not in ('branch', 'background')]
+    assert f.shape == (6, sum(sizes)) and f.dtype == torch.float64
+    assert torch.allclose(torch.stack([p.sum(1) for p in f.split(sizes, 1)], 1), torch.ones(6, len(sizes), dtype=torch.float64))
+    pred = M.predict(ev, x)[0]
+    assert torch.equal(torch.stack([p.argmax(1) for p in f.split(sizes, 1)], 1), pred[:, :len(sizes)])
 
 
 def test_unknown_words_leave_sentence_features_unchanged():
