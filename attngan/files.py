@@ -4,15 +4,15 @@
 
 # %% ../nbs/00b_files.ipynb #9f9d89d3
 from __future__ import annotations
-import contextlib, hashlib, os, pickle, tempfile, warnings
+import contextlib, hashlib, os, pickle, re, tempfile, warnings
 from pathlib import Path
 from .config import UserError, InvalidInput, MissingPath
 try: import fcntl                       # POSIX file locks; Windows has none (RunLock then locks nothing)
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['LOCK_NAME', 'atomic_write', 'atomic_torch_save', 'atomic_write_text', 'load_tensors', 'file_sha256',
-           'write_checksums', 'verify_checksums', 'RunInUse', 'lock_holder', 'RunLock']
+__all__ = ['LOCK_NAME', 'atomic_write', 'atomic_torch_save', 'atomic_write_text', 'atomic_leftovers', 'load_tensors',
+           'file_sha256', 'write_checksums', 'verify_checksums', 'RunInUse', 'lock_holder', 'RunLock']
 
 # %% ../nbs/00b_files.ipynb #a7e39725
 def atomic_write(path, write) -> Path:
@@ -36,6 +36,12 @@ def atomic_torch_save(obj, path) -> Path:
 def atomic_write_text(text: str, path) -> Path:
     "Write UTF-8 text to `path`, atomically."
     return atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+# %% ../nbs/00b_files.ipynb #a1b441b7
+def atomic_leftovers(folder, names) -> list[Path]:
+    "The temporary files (`.NAME.XXXX.tmp`) that atomic writes of `names` in `folder` left behind in a killed process."
+    folder, pat = Path(folder), re.compile(r'\.(%s)\.\w+\.tmp' % '|'.join(map(re.escape, names)))
+    return sorted(f for f in folder.glob('.*.tmp') if pat.fullmatch(f.name)) if folder.is_dir() else []
 
 # %% ../nbs/00b_files.ipynb #8026bd7a
 def load_tensors(path, map_location='cpu', fix: str = 'put back a good copy of it'):

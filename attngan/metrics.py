@@ -752,7 +752,7 @@ def _real_spread(real: RealSet, evaluator: BirdEvaluator, idx, named: list, n_di
     a, b = real.images[0::2], real.images[1::2][:len(idx)]
     noise = (torch.rand(len(b), *real.images.shape[1:], generator=torch.Generator().manual_seed(seed)) * 255).byte()
     r['fid'] = dict(real=fid_kid(EvaluatorFeatures(evaluator), a, b, seed=seed), noise=fid_kid(EvaluatorFeatures(evaluator), a, noise, seed=seed))
-    r['manifold'] = _real_manifold(evaluator, real, idx, noise, seed)
+    if min(len(a), len(b)) > 3: r['manifold'] = _real_manifold(evaluator, real, idx, noise, seed)   # precision/recall need k + 1 = 4
     return r
 
 # %% ../nbs/09_metrics.ipynb #09dfa94a
@@ -836,6 +836,7 @@ def _fid_rows(evaluator: BirdEvaluator, real: RealSet, images, rl: dict, incepti
 # %% ../nbs/09_metrics.ipynb #dda17fa6
 def _manifold_rows(evaluator: BirdEvaluator, real: RealSet, images, species, rl: dict, seed: int = 0) -> dict:
     "Rows of precision, recall and visual concepts of `images` (drawn from captions of `species`), beside real vs real and noise."
+    if 'manifold' not in rl: return {}                                          # too few images (fewer than 4)
     n = rl['fid']['real']['n_fake']
     s, rr, rn = manifold_scores(evaluator, real, dict(generated=(images[:n], species[:n])), seed=seed)['generated'], rl['manifold']['real'], rl['manifold']['noise']
     pr = {k: _row(s[k], rr[k], rn[k], 'uniform-noise images', k=s['k'], n=n) for k in ('precision', 'recall')}

@@ -11,7 +11,7 @@ from PIL import Image
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import master_bar, progress_bar
 from .config import Config, UserError, InvalidInput, MissingPath, check_positive, apply_sets, preset as get_preset
-from .files import atomic_write, atomic_torch_save, atomic_write_text, load_tensors, RunLock, RunInUse  # still importable from here
+from .files import atomic_write, atomic_torch_save, atomic_write_text, load_tensors, atomic_leftovers, RunLock, RunInUse  # still importable from here
 from .data import CUBDataset, Vocab, make_loader, collate, bbox_crop, cut_caption, multiscale
 from .damsm import TextEncoder, image_encoder, damsm_loss, r_precision, plot_word_attention, DAMSMLoss
 from .attention import region_attention
@@ -193,6 +193,7 @@ def _start(cfg: Config, out: Path, data, resume: bool, device, log) -> dict:
         if not (out/'damsm_state.pt').is_file():
             raise MissingPath(f"Nothing to resume in {out}: it holds no damsm_state.pt; start a new run without --resume.")
         te0, ie0, saved, vocab = load_damsm(out)
+        for f in atomic_leftovers(out, (*DAMSM_FILES, 'damsm_state.pt', 'damsm_eval.json')): f.unlink(missing_ok=True)   # of a killed run
         state = _load_tensors(out/'damsm_state.pt')
         if saved != dataclasses.replace(cfg, data=saved.data): log(f"resume: using the settings saved in {out/'config.json'}")
         cfg = dataclasses.replace(saved, train=dataclasses.replace(saved.train, threads=cfg.train.threads))

@@ -24,21 +24,20 @@ def flat(sd, pre=''):
 def test_sigkill_at_random_points_of_pretraining_then_resume(birds_root, tmp_path):
     seed = int(os.environ.get('ATTNGAN_FAULT_SEED', random.randrange(10**6))); rng = random.Random(seed)
     print(f'kill points drawn with ATTNGAN_FAULT_SEED={seed}')
-    run, straight, epochs = tmp_path/'run', tmp_path/'straight', 10      # 5 steps an epoch on birds_root
+    run, straight, epochs = tmp_path/'run', tmp_path/'straight', 30     # 5 steps an epoch on birds_root
     cmd = [*ATTNGAN, 'pretrain-damsm', '--data', str(birds_root), '--out', str(run), '--preset', 'tiny', '--epochs', str(epochs), '--quiet']
+    targets = sorted(rng.sample(range(1, epochs - 5), 3))                 # kill once the run has checkpointed these epochs ...
     kills = []
-    for leg in range(3):
+    for leg, target in enumerate(targets):
         p = subprocess.Popen(cmd + (['--resume'] if leg else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
         try:
-            before = (run/'damsm_state.pt').stat().st_mtime_ns if leg else None
             t0 = time.time()
-            while not (run/'damsm_state.pt').exists() or (run/'damsm_state.pt').stat().st_mtime_ns == before:   # this leg saved once
-                if p.poll() is not None: break                                  # finished before we could kill it
-                assert time.time() - t0 < 180, 'no new checkpoint within 3 minutes'
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0, 0.8))
+            while not (run/'damsm_state.pt').exists() or load(run/'damsm_state.pt')['epoch'] < target:
+                assert p.poll() is None, p.stderr.read()
+                assert time.time() - t0 < 180, f'epoch {target} not reached within 3 minutes'
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.2))                                   # ... plus a random part of the next epoch
             os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError: pass
         finally:
             p.kill(); p.wait()
         for f in run.glob('*.pt'): load(f)                                      # every checkpoint stays readable
