@@ -118,7 +118,7 @@ def damsm_datasets(cfg: Config, root, vocab: Vocab | None = None, preload: bool 
     "(train, test) splits at the DAMSM's image size; the test split uses the training vocabulary and centre crops."
     d = cfg.data
     kw = dict(sizes=(cfg.damsm.image_size,), max_words=d.max_words, captions_per_image=d.captions_per_image,
-              flip=d.flip, bbox_scale=d.bbox_scale, preload=preload)
+              flip=d.flip, bbox_scale=d.bbox_scale, preload=preload, max_skipped=d.max_skipped)
     train = CUBDataset(root, 'train', vocab=vocab, **kw)
     return train, CUBDataset(root, 'test', vocab=train.vocab, train=False, **kw)
 

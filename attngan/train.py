@@ -18,20 +18,21 @@ from .data import CUBDataset, Vocab, check_layout, collate, multiscale, cut_capt
 from .synthbirds import synth_root
 from .damsm import TextEncoder, image_encoder, damsm_loss
 from .core import Generator, GeneratorOutput, kl_loss
-from .discriminators import build_discriminators, discriminator_loss, generator_adv_loss
+from .discriminators import (build_discriminators, discriminator_loss, generator_adv_loss, d_loss_for, g_adv_loss_for,
+                                    build_word_discriminator, word_d_loss, word_g_loss)
 from .pretrain import save_damsm, load_damsm
 from .files import atomic_write, atomic_torch_save, atomic_write_text, RunLock, RunInUse, lock_holder
 
 # %% auto #0
 __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'DistInfo', 'bare', 'DiscriminatorLoss',
-           'TrainState', 'seeded_init', 'build_state', 'autocast', 'd_step', 'g_step', 'ema_update', 'ema_decay',
-           'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples', 'plot_attention', 'plot_losses',
-           'setup_distributed', 'EpochBatchSampler', 'seeded_sample', 'SeededSamples', 'train_loader', 'batch_stream',
-           'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict',
-           'save_checkpoint', 'load_train_state', 'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff',
-           'same_weights', 'check_resume_settings', 'load_run_damsm', 'run_settings', 'run_data', 'prepare_run',
-           'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'timing', 'lock_run', 'train',
-           'cli_train', 'add_train_args', 'main_train']
+           'WordDiscriminatorLoss', 'TrainState', 'seeded_init', 'build_state', 'autocast', 'd_step', 'g_step',
+           'ema_update', 'ema_decay', 'real_regions', 'word_d_step', 'train_step', 'step_inputs', 'fixed_batch',
+           'sample_fixed', 'plot_samples', 'plot_attention', 'plot_losses', 'setup_distributed', 'EpochBatchSampler',
+           'seeded_sample', 'SeededSamples', 'train_loader', 'batch_stream', 'save_figure', 'write_samples',
+           'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict', 'save_checkpoint', 'load_train_state',
+           'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings',
+           'load_run_damsm', 'run_settings', 'run_data', 'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite',
+           'after_step', 'end_run', 'timing', 'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -65,12 +66,21 @@ def bare(m: nn.Module) -> nn.Module:
 
 # %% ../nbs/07_train.ipynb #9b74d2ab
 class DiscriminatorLoss(nn.Module):
-    "A discriminator whose forward is its loss (Eq. 5), so that DistributedDataParallel can wrap the D step."
-    def __init__(self, D: nn.Module):
+    "A discriminator whose forward is its loss (Eq. 5, or the one `cfg.gan` asks for), so that DistributedDataParallel can wrap the D step."
+    def __init__(self, D: nn.Module, cfg: Config | None = None):
         super().__init__()
-        self.D = D
+        self.D, self.loss = D, (discriminator_loss if cfg is None else d_loss_for(cfg))   # the paper's by default
 
-    def forward(self, real, fake, sent): return discriminator_loss(self.D, real, fake, sent)
+    def forward(self, real, fake, sent, parts: bool = False): return self.loss(self.D, real, fake, sent, parts=parts)
+
+class WordDiscriminatorLoss(nn.Module):
+    "ControlGAN's word-level discriminator with its loss as forward (DDP-wrappable): real + (fake + mismatched) / 2."
+    def __init__(self, WD: nn.Module, kind: str = 'bce'):
+        super().__init__()
+        self.WD, self.kind = WD, kind
+
+    def forward(self, regions_real, regions_fake, words, mask):
+        return word_d_loss(self.WD, regions_real, regions_fake, words, mask, kind=self.kind)
 
 # %% ../nbs/07_train.ipynb #5014318b
 @dataclass
@@ -91,6 +101,9 @@ class TrainState:
     epoch: int = 0               # epoch of the last batch done ...
     batch: int = 0               # ... and how many of its batches are done
     history: list = field(default_factory=list)   # one dict of losses per step
+    WD: nn.Module | None = None  # ControlGAN's word-level discriminator (cfg.gan.word_disc > 0), else None
+    wd_loss: nn.Module | None = None   # WD with its loss as forward (DDP-wrapped under torchrun)
+    opt_wd: torch.optim.Optimizer | None = None   # its Adam
 
 # %% ../nbs/07_train.ipynb #888bf010
 @contextlib.contextmanager
@@ -103,19 +116,24 @@ def seeded_init(seed: int):
 # %% ../nbs/07_train.ipynb #5e84ba59
 def build_state(cfg: Config, vocab: Vocab, text_encoder: nn.Module, image_encoder: nn.Module,
                 dd: DistInfo = DistInfo()) -> TrainState:
-    "Fresh G, EMA copy, Ds and their Adams around a frozen DAMSM; wrapped in DDP when there are several processes."
+    "Fresh G, EMA copy, Ds (and word D) and their Adams around a frozen DAMSM; wrapped in DDP when there are several processes."
     dev, t = dd.device, cfg.train
     for enc in (text_encoder, image_encoder): enc.to(dev).eval().requires_grad_(False)
     with seeded_init(mix_seed(t.seed, 0)):                 # the same initial weights in every process
         G, Ds = Generator(cfg).to(dev), build_discriminators(cfg).to(dev)
+        WD = build_word_discriminator(cfg)                 # None unless cfg.gan.word_disc > 0 (drawn after G and the Ds)
+    WD = None if WD is None else WD.to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    d_losses = [DiscriminatorLoss(D) for D in Ds]
+    d_losses = [DiscriminatorLoss(D, cfg) for D in Ds]
+    wd_loss = None if WD is None else WordDiscriminatorLoss(WD, cfg.gan.gan_loss)
     if dd.world > 1:
         ids = [dev.index] if dev.type == 'cuda' else None
         G, d_losses = DDP(G, device_ids=ids), [DDP(d, device_ids=ids) for d in d_losses]
-    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=tuple(t.betas))
-    opt_ds = [torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=tuple(t.betas)) for D in Ds]
-    return TrainState(cfg, vocab, text_encoder, image_encoder, G, G_ema, Ds, d_losses, opt_g, opt_ds, dd)
+        if wd_loss is not None: wd_loss = DDP(wd_loss, device_ids=ids)
+    adam = lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=tuple(t.betas))
+    opt_g, opt_ds = adam(G.parameters(), t.lr_g), [adam(D.parameters(), t.lr_d) for D in Ds]
+    return TrainState(cfg, vocab, text_encoder, image_encoder, G, G_ema, Ds, d_losses, opt_g, opt_ds, dd,
+                      WD=WD, wd_loss=wd_loss, opt_wd=None if WD is None else adam(WD.parameters(), t.lr_d))
 
 # %% ../nbs/07_train.ipynb #d42b2210
 def autocast(cfg: Config, device):
@@ -124,33 +142,46 @@ def autocast(cfg: Config, device):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train.amp == 'bf16')
 
 def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent, amp=contextlib.nullcontext) -> dict:
-    "Update each stage's discriminator on its real images vs the detached fakes, paper Eq. 5; return the losses."
-    logs = {}
+    "Update each stage's discriminator on its real images vs the detached fakes, paper Eq. 5; return the losses (and MA-GP's share)."
+    logs, gp = {}, []
     for i, (d_loss, opt, real, fake) in enumerate(zip(d_losses, opt_ds, reals, fakes)):
-        with amp(): loss = d_loss(real, fake.detach(), sent)   # discriminator_loss of stage i, Eq. 5
+        with amp(): loss, terms = d_loss(real, fake.detach(), sent, parts=True)   # discriminator_loss of stage i, Eq. 5
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         logs[f'D{i}'] = loss.detach()
+        if 'ma_gp' in terms: gp.append(terms['ma_gp'])           # cfg.gan.ma_gp > 0: the penalty inside D{i}
     logs['D'] = sum(logs.values())
+    if gp: logs['GP'] = sum(gp)
     return logs
 
 # %% ../nbs/07_train.ipynb #ed459196
 def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, class_ids, cfg: Config,
-           amp=contextlib.nullcontext) -> dict:
-    "Update G: adversarial loss of every stage + lambda * DAMSM on the last stage + KL of CA, paper Eq. 3-4."
-    for D in Ds: D.requires_grad_(False)                          # the Ds judge here; their weights stay put
+           amp=contextlib.nullcontext, WD: nn.Module | None = None, regions_real=None) -> dict:
+    "Update G: adversarial loss of every stage + lambda * DAMSM on the last stage + KL of CA, paper Eq. 3-4 (+ cfg.gan's options)."
+    g = cfg.gan
+    if g.word_disc and WD is None: raise InvalidInput("cfg.gan.word_disc > 0 needs the word discriminator: pass WD.")
+    if g.perceptual and regions_real is None: raise InvalidInput("cfg.gan.perceptual > 0 needs regions_real, the real images' DAMSM regions.")
+    judges = [*Ds, *([WD] if WD is not None else [])]
+    for D in judges: D.requires_grad_(False)                      # the Ds judge here; their weights stay put
+    adv_loss = g_adv_loss_for(cfg)                                # generator_adv_loss unless cfg.gan.gan_loss == 'hinge'
     with amp():
-        adv = sum(generator_adv_loss(D, img, sent) for D, img in zip(Ds, fake.images))   # sum_i L_Gi, Eq. 4
+        adv = sum(adv_loss(D, img, sent) for D, img in zip(Ds, fake.images))   # sum_i L_Gi, Eq. 4
         regions, glob = image_encoder(fake.images[-1])            # (B, D, h, w), (B, D): frozen DAMSM
         damsm = damsm_loss(regions.float(), glob.float(), words, sent, mask, class_ids, cfg).loss   # words + sentence
+        g_word = None if WD is None else word_g_loss(WD, regions, words, mask, kind=g.gan_loss)   # ControlGAN's word D
     kl = kl_loss(fake.mu.float(), fake.logvar.float())
     loss = adv.float() + cfg.gan.lambda_damsm * damsm.float() + cfg.gan.kl_weight * kl  # Eq. 3 (+ CA's KL)
+    extra = {}
+    if g_word is not None: loss = loss + g.word_disc * g_word.float(); extra['G_word'] = g_word.detach()
+    if g.perceptual:                                              # ControlGAN's perceptual loss on DAMSM regions
+        perc = (regions.float() - regions_real.float()).pow(2).mean()
+        loss = loss + g.perceptual * perc; extra['G_perc'] = perc.detach()
     opt_g.zero_grad(set_to_none=True)
     loss.backward()
     opt_g.step()
-    for D in Ds: D.requires_grad_(True)
-    return dict(G=loss.detach(), G_adv=adv.detach(), DAMSM=damsm.detach(), KL=kl.detach())
+    for D in judges: D.requires_grad_(True)
+    return dict(G=loss.detach(), G_adv=adv.detach(), DAMSM=damsm.detach(), KL=kl.detach(), **extra)
 
 # %% ../nbs/07_train.ipynb #1f824bc1
 @torch.no_grad()
@@ -164,16 +195,35 @@ def ema_decay(decay: float, step: int) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 # %% ../nbs/07_train.ipynb #09b9fce5
+@torch.no_grad()
+def real_regions(image_encoder: nn.Module, real_last, amp=contextlib.nullcontext):
+    "DAMSM region features (B, D, h, w) of the real last-stage images, without a graph (the word D and perceptual loss)."
+    with amp(): return image_encoder(real_last)[0]
+
+def word_d_step(wd_loss: nn.Module, opt_wd, image_encoder: nn.Module, regions_real, fake_last, words, mask,
+                amp=contextlib.nullcontext) -> dict:
+    "Update the word-level D: real images' regions vs those of the detached last-stage fakes (ControlGAN); its loss as 'WD'."
+    with torch.no_grad(), amp(): regions_fake = image_encoder(fake_last.detach())[0]   # (B, D, h, w)
+    with amp(): loss = wd_loss(regions_real, regions_fake, words, mask)
+    opt_wd.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_wd.step()
+    return dict(WD=loss.detach())
+
 def train_step(st: TrainState, reals: list, captions, lengths, mask, class_ids, nz: dict, amp=contextlib.nullcontext) -> dict:
     "One AttnGAN iteration on a batch with noise `nz` (`draw_noise`): every D, then G, then the EMA; the step's losses."
     # 1. text features from the frozen DAMSM text encoder
     with torch.no_grad(): words, sent = st.text_encoder(captions, lengths)        # (B, D, T), (B, D)
     # 2. images of every stage from the noise
     with amp(): fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
-    # 3. each discriminator: real images of its size vs the detached fakes (Eq. 5)
+    # 3. each discriminator: real images of its size vs the detached fakes (Eq. 5); the word D when there is one
     losses = d_step(st.d_losses, st.opt_ds, reals, fake.images, sent, amp)
+    need = st.WD is not None or st.cfg.gan.perceptual                               # options beyond the paper
+    r_real = real_regions(st.image_encoder, reals[-1], amp) if need else None       # (B, D, h, w)
+    if st.WD is not None: losses |= word_d_step(st.wd_loss, st.opt_wd, st.image_encoder, r_real, fake.images[-1], words, mask, amp)
     # 4. the generator: adversarial at every stage + lambda * DAMSM on the last + KL (Eq. 3-4)
-    losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, st.cfg, amp)
+    losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, st.cfg, amp,
+                     WD=st.WD, regions_real=r_real)
     # 5. the EMA copy of G that samples are drawn from
     ema_update(st.G_ema, bare(st.G), ema_decay(st.cfg.train.ema, st.step))
     return losses
@@ -254,8 +304,9 @@ def plot_losses(history: list, smooth: int | None = None, width: float = 7.0):
         k = smooth or max(1, len(history) // 50)
         steps = np.array([h['step'] for h in history])[k - 1:]
         mean = lambda key: np.convolve(np.array([h[key] for h in history], float), np.ones(k) / k, 'valid')
-        for key in [c for c in history[0] if c[:1] == 'D' and c[1:].isdigit()]: ax_d.plot(steps, mean(key), lw=1, label=key)
-        for key in ('G_adv', 'DAMSM', 'KL'): ax_g.plot(steps, mean(key), lw=1, label=key)
+        for key in [c for c in history[0] if (c[:1] == 'D' and c[1:].isdigit()) or c in ('WD', 'GP')]:
+            ax_d.plot(steps, mean(key), lw=1, label=key)
+        for key in [c for c in ('G_adv', 'DAMSM', 'KL', 'G_word', 'G_perc') if c in history[0]]: ax_g.plot(steps, mean(key), lw=1, label=key)
     for ax, title in ((ax_d, 'discriminators (Eq. 5)'), (ax_g, 'generator (Eq. 3-4)')):
         ax.set_title(title, fontsize=8); ax.set_xlabel('step', fontsize=7); ax.tick_params(labelsize=6)
         if history: ax.legend(fontsize=6)
@@ -376,11 +427,12 @@ def set_rng_states(s: dict):
 
 # %% ../nbs/07_train.ipynb #499983c4
 def train_state_dict(st: TrainState) -> dict:
-    "What train_state.pt holds: raw and EMA G, every D, the optimisers, counters, RNG states and the loss history."
+    "What train_state.pt holds: raw and EMA G, every D (and the word D), the optimisers, counters, RNG states and the loss history."
+    wd = {} if st.WD is None else dict(WD=st.WD.state_dict(), opt_wd=st.opt_wd.state_dict())
     return dict(kind=CKPT_KIND, version=1, step=st.step, epoch=st.epoch, batch=st.batch, world=st.dist.world,
                 G=bare(st.G).state_dict(), G_ema=st.G_ema.state_dict(), Ds=[D.state_dict() for D in st.Ds],
                 opt_g=st.opt_g.state_dict(), opt_ds=[o.state_dict() for o in st.opt_ds],
-                rng=rng_states(), history=st.history)
+                rng=rng_states(), history=st.history, **wd)
 
 def save_checkpoint(st: TrainState, out):
     "Write generator.pt (EMA weights), train_state.pt, losses.json and losses.png to `out`, each atomically."
@@ -421,6 +473,9 @@ def restore(st: TrainState, sd: dict) -> TrainState:
         for D, s in zip(st.Ds, sd['Ds']): D.load_state_dict(s)
         st.opt_g.load_state_dict(sd['opt_g'])
         for o, s in zip(st.opt_ds, sd['opt_ds']): o.load_state_dict(s)
+        if (st.WD is None) != ('WD' not in sd): raise ValueError(f"word discriminator {'not ' * ('WD' not in sd)}saved, "
+                                                               f"{'not ' * (st.WD is None)}configured")
+        if st.WD is not None: st.WD.load_state_dict(sd['WD']); st.opt_wd.load_state_dict(sd['opt_wd'])
     except (RuntimeError, ValueError, KeyError) as e:
         msg = str(e).strip().splitlines()[0][:160]
         raise InvalidInput(f"train_state.pt does not fit the networks of config.json ({msg}); the run folder was mixed up.") from None
@@ -542,7 +597,8 @@ def run_data(cfg: Config, data=None, vocab: Vocab | None = None, dd: DistInfo = 
     cfg.data.root = 'synth' if str(data) == 'synth' else str(root)
     d = cfg.data
     return root, CUBDataset(root, 'train', sizes=cfg.gan.sizes, vocab=vocab, max_words=d.max_words,
-                            captions_per_image=d.captions_per_image, flip=d.flip, bbox_scale=d.bbox_scale, preload=True)
+                            captions_per_image=d.captions_per_image, flip=d.flip, bbox_scale=d.bbox_scale, preload=True,
+                            max_skipped=d.max_skipped)
 
 # %% ../nbs/07_train.ipynb #462d0481
 def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = DistInfo(), progress=False, log=print,

@@ -163,3 +163,42 @@ def test_pretrain_damsm_set_then_resume(tmp_path, capsys, one_thread):
                      '--set', 'damsm.batch_size=8', '(damsm.batch_size: 6 -> 8)')
     in_process_error(capsys, 'train', '--preset', 'tiny', '--damsm', d, '--out', tmp_path/'g', '--set', 'text.hidden_dim=6',
                      'drop that --set')
+
+
+# ---- attngan ablate -------------------------------------------------------------------------------------------------
+
+def test_ablate_two_rows_prints_the_table(tmp_path, capsys, monkeypatch):
+    "`attngan ablate` on two rows with stand-ins for training and evaluation (the real ones take minutes a row)."
+    import json
+    import attngan.ablation as A
+    calls, real = [], A.run_ablation
+    def fake_train(cfg, folder, damsm, minutes, resume, log):
+        calls.append((Path(folder).name, cfg.gan.spectral_norm, cfg.train.seed, minutes, resume))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    def fake_eval(folder, log):
+        acc = 0.7 if 'spectral' in str(folder) else 0.4 + 0.1 * str(folder).endswith('seed1')
+        return dict(attribute_accuracy=dict(generated=acc, real=0.9, floor=0.1), fid_evaluator=dict(generated=30.0, real=1.0, floor=80.0))
+    monkeypatch.setattr(A, 'run_ablation', lambda *a, **k: real(*a, damsm='unused', train_fn=fake_train, eval_fn=fake_eval, log=lambda *_: None, **k))
+    args = ['ablate', '--out', tmp_path/'abl', '--minutes', '2', '--rows', 'baseline,spectral norm', '--seeds', '0', '--baseline-seeds', '0,1']
+    rc, out, err = in_process(capsys, *args)
+    assert rc == 0, err
+    assert calls == [('baseline_seed0', False, 0, 2.0, False), ('baseline_seed1', False, 1, 2.0, False), ('spectral-norm_seed0', True, 0, 2.0, False)]
+    lines = out.strip().splitlines()
+    assert lines[0] == '| row | attribute acc. | FID (lower better) |'
+    assert '| baseline (2 seeds) | 0.45 ± 0.05 | 30 ± 0 |' in lines and '| spectral norm | 0.7 | 30 |' in lines
+    assert '| *real images* | 0.9 | 1 |' in lines and '| *floor* | 0.1 | 80 |' in lines
+    assert json.loads((tmp_path/'abl'/'spectral-norm_seed0'/'eval'/'metrics.json').read_text())['attribute_accuracy']['generated'] == 0.7
+    calls.clear()                                                          # a second call reads the saved metrics back
+    rc, out2, _ = in_process(capsys, *args)
+    assert rc == 0 and calls == [] and out2 == out
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--minutes', '0'], 'attngan ablate: error: --minutes must be a positive number (got 0.0).'),
+    (['--seeds', '0,-1'], '--seeds must be an integer in [0, 2**63) (got -1).'),
+    (['--baseline-seeds', '0,x'], "argument --baseline-seeds: expected comma-separated integers such as 0,1 (got '0,x')"),
+    (['--rows', 'baseline,spectal norm'], "--rows: unknown row 'spectal norm'; choose from baseline, spectral norm,"),
+])
+def test_ablate_errors_are_one_sentence(args, words, tmp_path, capsys):
+    in_process_error(capsys, 'ablate', '--out', tmp_path/'abl', *args, words)
+    assert not (tmp_path/'abl').exists()

@@ -199,3 +199,114 @@ def test_samples_and_weights_do_not_depend_on_the_global_rng(tmp_path):
     torch.manual_seed(3); x = ds[(2, 1, 99)]
     torch.manual_seed(4); y = ds[(2, 1, 99)]
     assert all(torch.equal(u, v) for u, v in zip(x['images'], y['images'])) and torch.equal(x['caption'], y['caption'])
+
+
+# ---- options beyond the paper in the training step (cfg.gan: word_disc, ma_gp, gan_loss, perceptual) ----
+
+def test_default_run_is_the_one_before_the_options(tmp_path):
+    """With every option off the step is the paper's: the step-4 losses of `train(tiny(), out, steps=4)` are those
+    the code printed before the options were wired in (one torch thread), from
+    `git archive 4bf23e7 attngan | tar -x; python -c "import torch; torch.set_num_threads(1);
+    from attngan.config import tiny; from attngan.train import train;
+    print(train(tiny(), 'run', steps=4, progress=False).history[-1])"` (the run's files were bit-identical)."""
+    st = train(tiny(), tmp_path/'run', steps=4, **quiet)
+    h = {k: v for k, v in st.history[-1].items() if k != 'sec'}
+    pinned = {'step': 4, 'epoch': 0, 'D0': 1.4919672012329102, 'D1': 1.7864567041397095, 'D': 3.27842378616333,
+              'G': 30.439157485961914, 'G_adv': 2.350924253463745, 'DAMSM': 5.617368698120117, 'KL': 0.0013897111639380455}
+    assert list(h) == list(pinned)                             # no new loss terms in the history
+    assert h == pytest.approx(pinned, rel=1e-5)
+    assert st.WD is None and st.opt_wd is None
+
+
+def _two_steps(tmp_path, name, *sets):
+    from attngan.config import apply_sets
+    return train(apply_sets(tiny(), list(sets)), tmp_path/name, steps=2, **quiet)
+
+
+@pytest.fixture(scope='module')
+def paper_run(tmp_path_factory):
+    "The default 2-step tiny() run: step 1 sees the same weights, batch and fakes as any option's step 1."
+    torch.set_num_threads(1)
+    return train(tiny(), tmp_path_factory.mktemp('paper')/'run', steps=2, **quiet).history
+
+
+def test_word_disc_trains_and_adds_its_term(tmp_path, paper_run):
+    from attngan.discriminators import build_word_discriminator
+    st = _two_steps(tmp_path, 'wd', 'gan.word_disc=0.5')
+    h1, p1 = st.history[0], paper_run[0]
+    assert all(torch.isfinite(torch.tensor(h[k])) for h in st.history for k in ('WD', 'G_word'))
+    assert h1['D'] == pytest.approx(p1['D'], rel=1e-6)                    # the stage Ds are untouched by the option
+    assert h1['G'] == pytest.approx(p1['G'] + 0.5 * h1['G_word'], rel=1e-5)   # G's loss gains word_disc * G_word
+    fresh = build_word_discriminator(st.cfg)
+    assert not torch.equal(st.WD.proj.weight, fresh.proj.weight)          # the word D's weights moved
+    sd = load(tmp_path/'wd'/'train_state.pt')
+    assert same_tensors(sd['WD'], st.WD.state_dict()) and sd['opt_wd']['state']
+    assert all(p.requires_grad for p in st.WD.parameters())               # frozen only during the G step
+
+
+def test_ma_gp_is_inside_the_d_loss(tmp_path, paper_run):
+    st = _two_steps(tmp_path, 'gp', 'gan.ma_gp=2')
+    h1, p1 = st.history[0], paper_run[0]
+    assert h1['GP'] > 0 and all(torch.isfinite(torch.tensor(h['GP'])) for h in st.history)
+    assert h1['D'] == pytest.approx(p1['D'] + h1['GP'], rel=1e-5)         # D = the paper's D loss + the penalty
+    assert h1['DAMSM'] == pytest.approx(p1['DAMSM'], rel=1e-6)            # same fakes at step 1 (G not yet updated)
+    assert h1['G_adv'] != pytest.approx(p1['G_adv'], rel=1e-4)            # judged by Ds that the penalty moved
+
+
+def test_hinge_changes_both_losses(tmp_path, paper_run):
+    st = _two_steps(tmp_path, 'hinge', 'gan.gan_loss=hinge')
+    h1, p1 = st.history[0], paper_run[0]
+    assert 'GP' not in h1 and h1['D'] != pytest.approx(p1['D'], rel=1e-3) and h1['G_adv'] != pytest.approx(p1['G_adv'], rel=1e-3)
+    assert h1['DAMSM'] == pytest.approx(p1['DAMSM'], rel=1e-6)
+
+
+def test_perceptual_adds_its_term(tmp_path, paper_run):
+    st = _two_steps(tmp_path, 'perc', 'gan.perceptual=3')
+    h1, p1 = st.history[0], paper_run[0]
+    assert all(h['G_perc'] > 0 for h in st.history) and 'WD' not in h1
+    assert h1['G'] == pytest.approx(p1['G'] + 3 * h1['G_perc'], rel=1e-5)
+
+
+def test_perceptual_is_the_region_distance_to_the_real_image():
+    "g_step's G_perc against the DAMSM regions of the generated and the real image, computed here."
+    from attngan.config import apply_sets
+    from attngan.damsm import TextEncoder, image_encoder
+    from attngan.data import collate
+    cfg = apply_sets(tiny(), ['gan.perceptual=1'])
+    _, ds = T.run_data(cfg, 'synth')
+    with T.seeded_init(0): te, ie = TextEncoder(len(ds.vocab), cfg.text), image_encoder(cfg)
+    st = T.build_state(cfg, ds.vocab, te, ie)
+    b = collate([ds[(i, 0)] for i in range(4)])
+    words, sent = te(b['captions'], b['lengths'])
+    fake = st.G(torch.randn(4, cfg.gan.z_dim), sent, words, b['mask'])
+    with torch.no_grad(): ref = (ie(fake.images[-1])[0] - ie(b['images'][-1])[0]).pow(2).mean()
+    logs = T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg,
+                    regions_real=T.real_regions(ie, b['images'][-1]))
+    assert logs['G_perc'].item() == pytest.approx(ref.item(), rel=1e-5) and ref > 0
+    with pytest.raises(UserError, match='regions_real'):
+        T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg)
+
+
+def test_resume_bit_exact_with_word_disc_and_ma_gp(tmp_path):
+    from attngan.config import apply_sets
+    sets = ['gan.word_disc=1', 'gan.ma_gp=2', 'gan.gan_loss=hinge', 'gan.perceptual=1']
+    a, b = tmp_path/'straight', tmp_path/'resumed'
+    train(apply_sets(tiny(), sets), a, steps=4, **quiet)
+    train(apply_sets(tiny(), sets), b, steps=2, **quiet)
+    train(None, b, steps=4, resume=True, **quiet)
+    sa, sb = load(a/'train_state.pt'), load(b/'train_state.pt')
+    assert same_tensors(sa['G'], sb['G']) and same_tensors(sa['WD'], sb['WD'])
+    assert all(same_tensors(x, y) for x, y in zip(sa['Ds'], sb['Ds']))
+    assert all(torch.equal(x['exp_avg_sq'], y['exp_avg_sq']) for x, y in zip(sa['opt_wd']['state'].values(), sb['opt_wd']['state'].values()))
+    assert [h['WD'] for h in sa['history']] == [h['WD'] for h in sb['history']]
+    assert [h['GP'] for h in sa['history']] == [h['GP'] for h in sb['history']]
+
+
+def test_checkpoint_without_the_word_disc_is_refused(tmp_path):
+    from attngan.config import apply_sets
+    from attngan.pretrain import load_damsm
+    train(tiny(), tmp_path/'run', steps=1, **quiet)
+    te, ie, _, vocab = load_damsm(tmp_path/'run')
+    st = T.build_state(apply_sets(tiny(), ['gan.word_disc=1']), vocab, te, ie)
+    with pytest.raises(UserError, match='word discriminator not saved') as e: T.restore(st, load(tmp_path/'run'/'train_state.pt'))
+    assert one_line(e)

@@ -10,7 +10,8 @@ real_train = T.train
 def train_and_dump(*a, **k):
     st = real_train(*a, **k)
     params = lambda m: {n: p.detach().clone() for n, p in m.named_parameters()}
-    torch.save(dict(step=st.step, G=params(T.bare(st.G)), G_ema=params(st.G_ema), Ds=params(st.Ds)),
+    torch.save(dict(step=st.step, G=params(T.bare(st.G)), G_ema=params(st.G_ema), Ds=params(st.Ds),
+                    WD=params(st.WD) if st.WD is not None else {}),
                os.path.join(os.environ['DUMP'], f"rank{os.environ['RANK']}_step{st.step}.pt"))
     return st
 T.train = train_and_dump
@@ -112,3 +113,21 @@ def test_two_processes_train_and_resume(tmp_path):
     lines = []
     st = train(None, run, steps=8, resume=True, progress=False, log=lines.append)
     assert (st.step, st.epoch, st.batch) == (8, 1, 3) and any('instead of 2' in l for l in lines)
+
+
+def test_two_processes_with_ma_gp_and_word_disc(tmp_path):
+    """The MA-GP differentiates inside the DDP-wrapped D loss (autograd.grad with create_graph) and the word D has
+    its own DDP wrapper: two ranks, each on its own share of the batch, still end with the same weights, bit for bit,
+    and those weights moved (so the gradients were averaged, not skipped)."""
+    run = tmp_path/'run'
+    torchrun(tmp_path, '--data', 'synth', '--out', str(run), '--preset', 'tiny', '--steps', '2', '--quiet',
+             '--set', 'gan.ma_gp=2', '--set', 'gan.word_disc=1', '--set', 'gan.perceptual=1')
+    st = load(run/'train_state.pt')
+    h = st['history'][-1]
+    assert {'GP', 'WD', 'G_word', 'G_perc'} <= set(h) and h['GP'] > 0
+    d0, d1 = (load(tmp_path/f'rank{r}_step2.pt') for r in (0, 1))
+    for part in ('G', 'G_ema', 'Ds', 'WD'): assert d0[part] and same(d0[part], d1[part]), part
+    from attngan.config import Config
+    from attngan.discriminators import build_word_discriminator
+    fresh = build_word_discriminator(Config.from_json(run/'config.json'))
+    assert not torch.equal(d0['WD']['proj.weight'], fresh.proj.weight.detach())   # the word D trained
