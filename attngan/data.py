@@ -18,7 +18,8 @@ __all__ = ['LAYOUT', 'SKIP_REASONS', 'tokenize', 'Vocab', 'encode_caption', 'saf
            'check_relative', 'read_split', 'read_images_and_boxes', 'SkippedItem', 'read_captions', 'bbox_window',
            'bbox_crop', 'to_tensor', 'base_size', 'resize_shorter', 'square_crop', 'multiscale', 'eval_crop',
            'cut_caption', 'caption_length_limit', 'to_rgb', 'DataWarning', 'DataReport', 'scan_split', 'CUBDataset',
-           'data_report', 'collate', 'make_loader', 'BucketBatchSampler', 'show_batch', 'plot_caption_lengths']
+           'sample', 'data_report', 'collate', 'make_loader', 'BucketBatchSampler', 'show_batch',
+           'plot_caption_lengths']
 
 # %% ../nbs/01_data.ipynb #89cce54a
 _tokenizer = RegexpTokenizer(r'\w+')
@@ -495,13 +496,17 @@ def _decode_all(self):
 CUBDataset._crop, CUBDataset._decode_all = _crop, _decode_all
 
 # %% ../nbs/01_data.ipynb #b0e944f0
-def _getitem(self, idx):
-    i, c = idx if isinstance(idx, tuple) else (idx, int(torch.randint(0, self.n_caps, ())))
+def sample(self, i: int, c: int, g: torch.Generator | None = None) -> dict:
+    "Image `i` with caption `c`: its crop, flip and dropped words drawn from `g` (default: the global generator)."
     img = self._cache[i] if self._cache is not None else self._crop(i)
-    return dict(images=multiscale(img, self.sizes, self.train, self.flip), caption=torch.tensor(cut_caption(self.ids[i][c], self.max_words)),
+    return dict(images=multiscale(img, self.sizes, self.train, self.flip, g=g), caption=torch.tensor(cut_caption(self.ids[i][c], self.max_words, g=g)),
                 class_id=self.class_ids[i], key=self.keys[i], caption_idx=c)
 
-CUBDataset.__getitem__ = _getitem
+def _getitem(self, idx):
+    i, c = idx if isinstance(idx, tuple) else (idx, int(torch.randint(0, self.n_caps, ())))
+    return self.sample(i, c)
+
+CUBDataset.sample, CUBDataset.__getitem__ = sample, _getitem
 
 # %% ../nbs/01_data.ipynb #a1c0d020
 def data_report(root, cfg: Config | None = None, split: str = 'train', decode: bool = True) -> DataReport:

@@ -353,11 +353,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 # %% ../nbs/07_train.ipynb #73682bfd
 def seeded_sample(ds: CUBDataset, i: int, c: int, seed: int) -> dict:
     "Image `i` with caption `c` of `ds`, as `ds[(i, c)]` gives it, its crop, flip and dropped words drawn from `seed`."
-    g = torch.Generator().manual_seed(seed)
-    img = ds._cache[i] if ds._cache is not None else ds._crop(i)
-    return dict(images=multiscale(img, ds.sizes, ds.train, ds.flip, g=g),
-                caption=torch.tensor(cut_caption(ds.ids[i][c], ds.max_words, g=g)),
-                class_id=ds.class_ids[i], key=ds.keys[i], caption_idx=c)
+    return ds.sample(i, c, torch.Generator().manual_seed(seed))
 
 class SeededSamples(torch.utils.data.Dataset):
     "A `CUBDataset` served by (image, caption, seed) keys: each sample's crop, flip and dropped words come from its own seed."
