@@ -27,14 +27,14 @@ DAMSM_FILES = ('config.json', 'vocab.json', 'damsm.pt')
 
 def save_damsm(run_dir, text_encoder: nn.Module, image_encoder: nn.Module, cfg: Config, vocab: Vocab,
                state: dict | None = None) -> Path:
-    "Write config.json, vocab.json, damsm.pt (weights) and, given `state`, damsm_state.pt into `run_dir`, each atomically."
+    "Write config.json, vocab.json, given `state` damsm_state.pt (with the weights), then damsm.pt, each atomically."
     run = Path(run_dir).expanduser(); run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.to_json() + '\n', run/'config.json')
     atomic_write_text(vocab.to_json() + '\n', run/'vocab.json')
     step = -1 if state is None else int(state.get('step', -1))
-    atomic_torch_save(dict(kind='attngan.damsm', step=step, text_encoder=text_encoder.state_dict(),
-                           image_encoder=image_encoder.state_dict()), run/'damsm.pt')
-    if state is not None: atomic_torch_save(state, run/'damsm_state.pt')
+    weights = dict(text_encoder=text_encoder.state_dict(), image_encoder=image_encoder.state_dict())
+    if state is not None: atomic_torch_save({**state, **weights}, run/'damsm_state.pt')   # the resume point, complete on its own
+    atomic_torch_save(dict(kind='attngan.damsm', step=step, **weights), run/'damsm.pt')
     return run
 
 # %% ../nbs/04b_pretrain.ipynb #ba941a0f
@@ -210,7 +210,8 @@ def _start(cfg: Config, out: Path, data, resume: bool, device, log) -> dict:
     run = dict(cfg=cfg, vocab=train_ds.vocab, train_ds=train_ds, test_ds=test_ds, te=te, ie=ie, opt=opt, device=device,
                history=[], epoch=0, batch=0, step=0, sums=dict.fromkeys(LOSS_TERMS, 0.), rng=None)
     if state is not None:                                              # 'batch' > 0: stopped inside epoch `epoch`
-        te.load_state_dict(te0.state_dict()); ie.load_state_dict(ie0.state_dict()); opt.load_state_dict(state['optimizer'])
+        w = state if 'text_encoder' in state else dict(text_encoder=te0.state_dict(), image_encoder=ie0.state_dict())
+        te.load_state_dict(w['text_encoder']); ie.load_state_dict(w['image_encoder']); opt.load_state_dict(state['optimizer'])
         run.update(history=list(state['history']), epoch=int(state['epoch']), batch=int(state.get('batch', 0)),
                    step=int(state['step']), sums=dict(state.get('sums') or run['sums']), rng=state['rng'])
         _set_rng_states(state['rng'], device)

@@ -55,7 +55,9 @@ def test_checkpoint_files_load_with_weights_only(run1):
     assert sorted(p.name for p in run1.iterdir()) == ['config.json', 'damsm.pt', 'damsm_state.pt', 'vocab.json']
     w, s = _weights(run1), _state(run1)                                  # weights_only=True: tensors and plain types only
     assert set(w) == {'kind', 'step', 'text_encoder', 'image_encoder'} and w['step'] == s['step'] == 5
-    assert set(s) == {'optimizer', 'epoch', 'batch', 'sums', 'step', 'history', 'rng'} and s['batch'] == 0
+    assert set(s) == {'optimizer', 'epoch', 'batch', 'sums', 'step', 'history', 'rng', 'text_encoder', 'image_encoder'} and s['batch'] == 0
+    for k in ('text_encoder', 'image_encoder'):                         # the resume point carries the same weights
+        assert w[k].keys() == s[k].keys() and all(torch.equal(w[k][n], s[k][n]) for n in w[k])
     te, ie, cfg, vocab = P.load_damsm(run1)
     assert cfg == P.Config.from_json(run1/'config.json') and not te.training and not ie.training
     json.loads((run1/'config.json').read_text()); json.loads((run1/'vocab.json').read_text())
