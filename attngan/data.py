@@ -359,6 +359,9 @@ class DataReport:
     max_words: int = 0                                     # caption length limit
     caption_words: dict = field(default_factory=dict)      # words per caption: p5, median, p95, max
     cut_share: float = 0.0                                 # share of captions longer than max_words
+    layout: str = 'cub'                                    # the folder's layout (attngan.layouts: cub, folder, table, coco)
+    fixes: dict = field(default_factory=dict)              # {reason: fix} where the layout's fix differs from SKIP_REASONS'
+    repeated: int = 0                                      # images with fewer captions than captions_per_image, theirs repeated
 
     def skip(self, key: str, reason: str, detail: str = ''):
         "Count image `key` as skipped for `reason`."
@@ -374,9 +377,14 @@ class DataReport:
 # %% ../nbs/01_data.ipynb #a1c0d013
 def _report_str(self) -> str:
     pct = lambda x: f"{100 * x:.1f}%"
-    found = ', '.join(f"{c} in {k} file{'s' * (k != 1)}" for c, k in sorted(self.caption_counts.items(), reverse=True))
-    lines = [f"{self.root}, split {self.split!r}: {self.n_used} of {self.n_listed} images used, {self.n_classes} classes, vocabulary {self.vocab_size} words",
-             f"  captions per image: {self.captions_per_image} used (found {found or 'no caption file'})"]
+    unit = 'file' if self.layout in ('cub', 'folder') else 'image'      # caption files, or images of a table / COCO
+    found = ', '.join(f"{c} in {k} {unit}{'s' * (k != 1)}" for c, k in sorted(self.caption_counts.items(), reverse=True))
+    where = self.root if self.layout == 'cub' else f"{self.root} ({self.layout} layout)"
+    classes = (f"{self.n_classes} class{'es' * (self.n_classes != 1)}" if self.layout == 'cub' or self.listed_classes
+               else "no classes (each image its own)")
+    lines = [f"{where}, split {self.split!r}: {self.n_used} of {self.n_listed} images used, {classes}, vocabulary {self.vocab_size} words",
+             f"  captions per image: {self.captions_per_image} used (found {found or 'no caption file'})"
+             + (f"; {self.repeated} image{'s' * (self.repeated != 1)} with fewer, theirs repeated" if self.repeated else '')]
     if self.caption_words: lines.append("  words per caption: " + ', '.join(f"{k} {v}" for k, v in self.caption_words.items())
                                         + f"; {pct(self.cut_share)} longer than max_words={self.max_words}")
     if self.modes: lines.append("  converted to RGB: " + ', '.join(f"{k} {m}" for m, k in sorted(self.modes.items())))
@@ -394,7 +402,7 @@ def _stop_sentence(self) -> str:
     "The one sentence loading stops with: how many images cannot be used, the main reason with an example, the fix."
     r = self.main_reason
     if r is None: return f"Split {self.split!r} of {self.root} has no image to use; list its images in its file list."
-    what, fix = SKIP_REASONS[r]
+    what, fix = SKIP_REASONS[r][0], self.fixes.get(r, SKIP_REASONS[r][1])
     if r == 'captions_few':
         few = {c: k for c, k in self.caption_counts.items() if 0 < c < self.captions_per_image}
         fix = f"add captions or set captions_per_image={max(few, key=few.get)}"
@@ -440,9 +448,11 @@ def _check_item(root, key, paths, boxes, n, scale, decode, rep) -> tuple:
 # %% ../nbs/01_data.ipynb #a1c0d036
 def scan_split(root, split: str = 'train', captions_per_image: int = 10, bbox_scale: float = 0.75,
                max_skipped: float = DataConfig.max_skipped, decode: bool = False) -> tuple[DataReport, list[tuple]]:
-    "(report, usable (key, class, path, box, captions)) of a split; each image checked from its header, or decoded."
+    "(report, usable (key, class, path, box, captions)) of a split of any layout `attngan.layouts` reads; images checked from their header, or decoded."
     if not 0 <= max_skipped <= 1: raise InvalidInput(f"max_skipped={max_skipped} must be a fraction between 0 and 1, e.g. 0.05.")
     if captions_per_image < 1: raise InvalidInput(f"captions_per_image={captions_per_image} must be at least 1.")
+    from attngan.layouts import detect_layout, scan_layout             # (the other layouts build on this module)
+    if detect_layout(root) != 'cub': return scan_layout(root, split, captions_per_image, max_skipped, decode)
     root = check_layout(root, split)
     keys, classes = read_split(root, split)
     paths, boxes = read_images_and_boxes(root)

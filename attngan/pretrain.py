@@ -202,6 +202,7 @@ def _start(cfg: Config, out: Path, data, resume: bool, device, log) -> dict:
     else: vocab = None
     if data is not None: cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
     train_ds, test_ds = damsm_datasets(cfg, damsm_data_root(cfg, progress=False), vocab)
+    log(f"data: {train_ds.report}")                                     # what was read and skipped opens the log
     if len(train_ds) < cfg.damsm.batch_size:
         raise InvalidInput(f"The training split has {len(train_ds)} images, fewer than one batch of {cfg.damsm.batch_size}; lower cfg.damsm.batch_size.")
     torch.manual_seed(cfg.train.seed)                                  # the run's own seed (CPU and CUDA)

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar, NBProgressBar
 from .config import (Config, UserError, InvalidInput, MissingPath, check_positive, check_range, check_choice, apply_sets,
                             preset as get_preset)
-from .data import CUBDataset, Vocab, check_layout, collate, multiscale, cut_caption
+from .data import CUBDataset, Vocab, collate, multiscale, cut_caption
+from .layouts import check_data_root
 from .synthbirds import synth_root
 from .damsm import TextEncoder, image_encoder, damsm_loss
 from .core import Generator, GeneratorOutput, kl_loss
@@ -482,8 +483,8 @@ def restore(st: TrainState, sd: dict) -> TrainState:
 
 # %% ../nbs/07_train.ipynb #ccafe4d1
 def data_root(data, cfg: Config, dd: DistInfo = DistInfo(), progress: bool = False) -> Path:
-    "The training data folder: a CUB-layout folder, or 'synth' for the cached synthetic-birds set of cfg.data."
-    if str(data) != 'synth': return check_layout(Path(data).expanduser().absolute(), 'train')
+    "The training data folder: a folder or table in a layout attngan.layouts reads, or 'synth' for the cached synthetic-birds set of cfg.data."
+    if str(data) != 'synth': return check_data_root(data)                 # any layout of attngan.layouts
     make = lambda show: synth_root(cfg.data.synth_n, cfg.data.synth_size, cfg.data.synth_seed, progress=show)
     root = make(progress) if dd.main else None
     if dd.world > 1: torch_dist.barrier()
@@ -606,6 +607,7 @@ def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = Di
     if cfg.train.threads: torch.set_num_threads(cfg.train.threads)
     if cfg.data.bucket_by_length: log("Note: cfg.data.bucket_by_length is not used here; GAN batches are plain random draws.")
     root, ds = run_data(cfg, data, vocab, dd, progress)
+    if dd.main: log(f"data: {ds.report}")                 # what was read and skipped opens the log
     if text_enc is None:                                   # no DAMSM given: untrained encoders, same on every rank
         vocab = ds.vocab
         with seeded_init(mix_seed(cfg.train.seed, 4)): text_enc, img_enc = TextEncoder(len(vocab), cfg.text), image_encoder(cfg)
@@ -754,7 +756,7 @@ def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None
 # %% ../nbs/07_train.ipynb #52f099f9
 def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Declare the options of `attngan train` on `p`."
-    p.add_argument('--data', default=None, help="CUB-layout data folder, or 'synth' for synthetic birds (default: the preset's)")
+    p.add_argument('--data', default=None, help="data folder or table in any layout `attngan check-data` reads, or 'synth' for synthetic birds (default: the preset's)")
     p.add_argument('--damsm', default=None, help='folder of a pre-trained DAMSM (the --out of `attngan pretrain-damsm`)')
     p.add_argument('--out', required=True, help='run folder to write (or to continue with --resume)')
     p.add_argument('--preset', default=None, choices=['birds', 'demo', 'tiny'], help='configuration preset (default: demo)')
