@@ -114,7 +114,7 @@ def _add_pretrain_damsm(sub):
     s = sub.add_parser('pretrain-damsm', help='pre-train the DAMSM text and image encoders',
                        description='Pre-train the Deep Attentional Multimodal Similarity Model (text encoder + image encoder) '
                                    'and evaluate it on held-out species: R-precision and attention localisation.')
-    s.add_argument('--data', default='synth', help="data folder or table in any layout `attngan check-data` reads, or 'synth' for synthetic birds (default: synth)")
+    s.add_argument('--data', default=None, help="data folder or table in any layout `attngan check-data` reads, or 'synth' for synthetic birds (default: the preset's)")
     s.add_argument('--out', required=True, help='run folder to write (or to continue with --resume)')
     s.add_argument('--preset', default='demo', choices=sorted(PRESETS), help='configuration preset (default: demo)')
     g = s.add_mutually_exclusive_group()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_metrics.ipynb #ddb43a61
 from __future__ import annotations
-import dataclasses, json, math, os, shutil, textwrap, time, uuid, warnings
+import dataclasses, json, math, os, re, shutil, textwrap, time, uuid, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -27,8 +27,9 @@ __all__ = ['EVAL_VERSION', 'EVAL_DAMSM_SEED', 'INCEPTION_HINT', 'REAL_IMAGES_NOT
            'r_precision_scores', 'eval_damsm_config', 'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose',
            'diversity', 'species_groups', 'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'knn_radii',
            'in_manifold', 'precision_recall', 'kmeans', 'fit_concepts', 'concept_accuracy', 'concept_features',
-           'inception_score', 'generate', 'pick_captions', 'score_images', 'chance_floor', 'manifold_scores',
-           'evaluate_real', 'format_metrics', 'plot_metrics', 'write_metrics', 'evaluate', 'cli_evaluate']
+           'inception_score', 'inception_score_tm', 'InceptionLogits', 'generate', 'pick_captions', 'score_images',
+           'chance_floor', 'manifold_scores', 'evaluate_real', 'format_metrics', 'plot_metrics', 'write_metrics',
+           'evaluate', 'cli_evaluate']
 
 # %% ../nbs/09_metrics.ipynb #eb739299
 def crop_label_map(labels: np.ndarray,   # (H, W) uint8 label map of the full image
@@ -523,14 +524,26 @@ class EvaluatorFeatures(nn.Module):
 INCEPTION_HINT = ("pass inception_weights= the path of a torchvision inception_v3 ImageNet state_dict "
                   "(inception_v3_google-0cc3c7bd.pth, as torchvision saves it); nothing is downloaded")
 
+def _inception_net(weights_path, needs: str) -> nn.Module:
+    "torchvision's Inception-v3 (no auxiliary head) holding a local weights file, frozen; one sentence for a missing or foreign file."
+    if not weights_path: raise MissingPath(f"{needs} needs a local weights file: {INCEPTION_HINT}.")
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    with torch.no_grad(): net.fc.weight.fill_(float('nan')); net.fc.bias.fill_(float('nan'))   # stays NaN if the file has no classifier
+    try: load_inception_weights(net, weights_path)
+    except RuntimeError as e:                  # load_state_dict: tensors with Inception's names but other shapes
+        bad = re.findall(r'size mismatch for ([\w.]+)', str(e))
+        why = (f"{', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} {'has' if len(bad) == 1 else 'have'} "
+               f"another shape than Inception-v3's" if bad else str(e).splitlines()[0][:150])
+        raise InvalidInput(f"{weights_path} is not an Inception-v3 state_dict ({why}); {INCEPTION_HINT}.") from None
+    return net.eval().requires_grad_(False)
+
+# %% ../nbs/09_metrics.ipynb #f54f2bfb
 class InceptionFeatures(nn.Module):
     "Inception-v3 pool features (N, 2048) from a local torchvision weights file; images uint8 or [-1, 1], resized to 299."
     def __init__(self, weights_path=None):
         super().__init__()
-        if not weights_path: raise MissingPath(f"FID/KID with Inception features needs a local weights file: {INCEPTION_HINT}.")
-        net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
-        load_inception_weights(net, weights_path); net.fc = nn.Identity()
-        self.net, self.num_features = net.eval().requires_grad_(False), 2048
+        net = _inception_net(weights_path, 'FID/KID with Inception features'); net.fc = nn.Identity()
+        self.net, self.num_features = net, 2048
     def train(self, mode: bool = True): return super().train(False)
     @torch.no_grad()
     def forward(self, x):
@@ -652,6 +665,31 @@ def inception_score(images, classifier: nn.Module, splits: int = 10, batch_size:
         scores.append((part * (part.clamp_min(1e-30).log() - py.clamp_min(1e-30).log())).sum(1).mean().exp())
     s = torch.stack(scores)
     return s.mean().item(), s.std(unbiased=False).item()
+
+# %% ../nbs/09_metrics.ipynb #27811f54
+@torch.no_grad()
+def inception_score_tm(classifier: nn.Module, images, splits: int = 10, batch_size: int = 100, seed: int = 0) -> dict:
+    "Inception Score by torchmetrics' InceptionScore with `classifier` (a module returning logits): mean and std over `splits` parts of shuffled images."
+    from torchmetrics.image.inception import InceptionScore
+    if len(images) < splits: raise InvalidInput(f"The Inception Score needs at least {splits} images (one per split), got {len(images)}.")
+    classifier.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')                                   # its note that it keeps every image's logits
+        m = InceptionScore(feature=classifier, splits=splits)
+    for i in range(0, len(images), batch_size): m.update(images[i:i + batch_size])
+    with torch.random.fork_rng(devices=[]):                          # the shuffle comes from the CPU generator:
+        torch.default_generator.manual_seed(seed); mean, std = m.compute()   # seed it alone, restore it after
+    return dict(mean=float(mean), std=float(std), n=len(images), splits=len(torch.arange(len(images)).chunk(splits)))
+
+# %% ../nbs/09_metrics.ipynb #a5849226
+class InceptionLogits(InceptionFeatures):
+    "Inception-v3 ImageNet class logits (N, 1000) from the same local weights file (its classifier kept); images uint8 or [-1, 1], resized to 299."
+    def __init__(self, weights_path=None):
+        nn.Module.__init__(self)
+        net = _inception_net(weights_path, 'The Inception Score')
+        if not (torch.isfinite(net.fc.weight).all() and torch.isfinite(net.fc.bias).all()):
+            raise InvalidInput(f"{weights_path} has no classifier (fc.weight, fc.bias), which the Inception Score reads; {INCEPTION_HINT}.")
+        self.net, self.num_features = net, 1000
 
 # %% ../nbs/09_metrics.ipynb #2009b263
 @torch.no_grad()
@@ -833,6 +871,15 @@ def _fid_rows(evaluator: BirdEvaluator, real: RealSet, images, rl: dict, incepti
         m['kid_inception'] = _row(fi['kid'], fr['kid'], None, '', False)
     return m
 
+# %% ../nbs/09_metrics.ipynb #2d50d72f
+def _is_rows(real_images, images, inception_weights=None, seed: int = 0) -> dict:
+    "The Inception Score row (ImageNet Inception-v3 from the weights file): `images` beside `real_images`, floor 1; none without weights."
+    if not inception_weights: return {}
+    net = InceptionLogits(inception_weights)
+    g, r = inception_score_tm(net, images, seed=seed), inception_score_tm(net, real_images, seed=seed)
+    return dict(inception_score=_row(g['mean'], r['mean'], 1.0, 'one distribution for every image', generated_std=g['std'],
+                                     real_std=r['std'], n=g['n'], splits=g['splits']))
+
 # %% ../nbs/09_metrics.ipynb #dda17fa6
 def _manifold_rows(evaluator: BirdEvaluator, real: RealSet, images, species, rl: dict, seed: int = 0) -> dict:
     "Rows of precision, recall and visual concepts of `images` (drawn from captions of `species`), beside real vs real and noise."
@@ -873,11 +920,11 @@ def _panel_bars(ax, rows: list, names: list, title: str):
 
 # %% ../nbs/09_metrics.ipynb #540fa25b
 def _panel_numbers(ax, m: dict):
-    "FID/KID, precision, recall and visual-concepts lines and the setup, as text."
+    "FID/KID, Inception Score, precision, recall and visual-concepts lines and the setup, as text."
     ax.axis('off')
     txt = [f"{k.replace('_', ' ')}: {r['generated']:.4g} (real {r['real']:.4g}, {r['floor_is']} {r['floor']:.4g})" if r['floor'] is not None
            else f"{k.replace('_', ' ')}: {r['generated']:.4g} (real {r['real']:.4g})" for k, r in m.items()
-           if k.startswith(('fid', 'kid')) or k in ('precision', 'recall', 'visual_concepts')]
+           if k.startswith(('fid', 'kid')) or k in ('inception_score', 'precision', 'recall', 'visual_concepts')]
     s = m.get('setup', {})
     txt += ['', f"{s.get('n_captions')} held-out captions, {s.get('n_diverse')} x {s.get('n_samples')} for diversity,",
             f"{s.get('size')} px; lower FID/KID is better"]
@@ -933,12 +980,12 @@ def evaluate(pipe,                           # a Text2Image pipeline
              seed: int = 0,                  # seed of the captions drawn and of the noise
              evaluator: BirdEvaluator | None = None,   # default: the cached one for this set and size (trained if missing)
              eval_damsm=None,                # (text_enc, image_enc, cfg, vocab), a run folder, None = cached/trained, False = skip
-             inception_weights=None,         # local torchvision inception_v3 state_dict for Inception FID/KID
+             inception_weights=None,         # local torchvision inception_v3 state_dict: Inception FID/KID and the Inception Score
              cache_dir=None,                 # where evaluators live (default $ATTNGAN_CACHE)
              out=None,                       # folder for metrics.json and metrics.png
              damsm_minutes: float = 20,      # budget of the evaluation DAMSM's training, if it must be trained
              progress: bool = True, log=print) -> dict:
-    "Attribute accuracy, attention localisation, R-precision, diversity, FID/KID, precision/recall and visual concepts of a pipeline, beside real images and floors."
+    "Attribute accuracy, attention localisation, R-precision, diversity, FID/KID, IS, precision/recall and visual concepts of a pipeline, beside real images and floors."
     root, size = _check_synth(data_root), pipe.cfg.gan.sizes[-1]
     if evaluator is None: evaluator = load_or_train_evaluator(root, size, cache_dir, progress=progress, log=log)[0]
     damsm = _resolve_damsm(eval_damsm, root, cache_dir, damsm_minutes, progress, log)
@@ -952,7 +999,7 @@ def evaluate(pipe,                           # a Text2Image pipeline
     rl = evaluate_real(root, size, n_captions, n_diverse, n_samples, seed, evaluator, damsm if damsm is not None else False,
                        cache_dir, hw, n_tok, real, progress=progress, log=log)
     m = _text_rows(g, rl) | _diversity_rows(evaluator, gen_div, gts, n_tok, n_samples, rl) | _fid_rows(evaluator, real, gen['images'], rl, inception_weights, seed) \
-        | _manifold_rows(evaluator, real, gen['images'], real.class_ids[sel], rl, seed)
+        | _is_rows(real.images[sel], gen['images'], inception_weights, seed) | _manifold_rows(evaluator, real, gen['images'], real.class_ids[sel], rl, seed)
     m['setup'] = dict(n_captions=len(idx), n_diverse=len(gen_div['images']) // n_samples, n_samples=n_samples, seed=seed, size=size,
                       data=str(root), eval_damsm=damsm is not None, generation_seconds=round(t_gen, 1),
                       evaluator_accuracy_on_real=evaluator_accuracy(evaluator, real)['attributes'])

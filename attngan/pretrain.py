@@ -285,7 +285,7 @@ def _end_epoch(r: dict, epoch: int, lr: float, n_total: int, t0: float, out: Pat
 # %% ../nbs/04b_pretrain.ipynb #c182feef
 def pretrain_damsm(cfg: Config,              # settings (`cfg.damsm`, `cfg.text`, `cfg.data`, `cfg.train.seed/threads`)
                    out,                      # run folder: config.json, vocab.json, damsm.pt, damsm_state.pt
-                   data=None,                # CUB-layout folder or 'synth'; default `cfg.data.root`
+                   data=None,                # data folder or table in any layout of attngan.layouts, or 'synth'; default `cfg.data.root`
                    minutes: float | None = None,   # time budget: stop after the step that crosses it
                    epochs: int | None = None,      # total epochs (resumed runs count the earlier ones); default cfg.damsm.epochs
                    resume: bool = False,     # continue the run in `out` from damsm_state.pt

@@ -12,7 +12,7 @@ import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar, NBProgressBar
-from .config import (Config, UserError, InvalidInput, MissingPath, check_positive, check_range, check_choice, apply_sets,
+from .config import (PRESETS, Config, UserError, InvalidInput, MissingPath, check_positive, check_range, check_choice, apply_sets,
                             preset as get_preset)
 from .data import CUBDataset, Vocab, collate, multiscale, cut_caption
 from .layouts import check_data_root
@@ -685,7 +685,7 @@ def lock_run(out, resume: bool = False, dd: DistInfo = DistInfo()) -> RunLock:
 def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it)
           out='runs/train',               # run folder: config, vocab, DAMSM copy, checkpoints, samples, losses
           damsm=None,                     # folder of a pre-trained DAMSM (pretrain-damsm --out); None: untrained encoders
-          data=None,                      # CUB-layout folder or 'synth'; None: cfg.data.root
+          data=None,                      # data folder or table in any layout of attngan.layouts, or 'synth'; None: cfg.data.root
           minutes: float | None = None,   # time budget of this call; stops after the step that crosses it
           steps: int | None = None,       # total generator steps of the run (default: cfg.train.epochs epochs)
           resume: bool = False,           # continue the run in `out` from its train_state.pt
@@ -759,7 +759,7 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--data', default=None, help="data folder or table in any layout `attngan check-data` reads, or 'synth' for synthetic birds (default: the preset's)")
     p.add_argument('--damsm', default=None, help='folder of a pre-trained DAMSM (the --out of `attngan pretrain-damsm`)')
     p.add_argument('--out', required=True, help='run folder to write (or to continue with --resume)')
-    p.add_argument('--preset', default=None, choices=['birds', 'demo', 'tiny'], help='configuration preset (default: demo)')
+    p.add_argument('--preset', default=None, choices=sorted(PRESETS), help='configuration preset (default: demo)')
     p.add_argument('--minutes', type=float, default=None, help='time budget: stop after the step that crosses it')
     p.add_argument('--steps', type=int, default=None, help="total generator steps of the run (default: the preset's epochs)")
     p.add_argument('--resume', action='store_true', help="continue the run in --out (--preset, --seed, --damsm, if given, must match the run's)")

@@ -252,3 +252,85 @@ def test_format_metrics_names_the_real_images_column():
     assert head.split()[:5] == ['measure', 'generated', 'real', 'images', 'floor']
     assert rows[0].split()[:4] == ['attribute_accuracy', '0.5', '0.9', '0.1'] and rows[1].split()[1:3] == ['54', '33.4']
     assert 'a ceiling for attribute accuracy' in txt and 'a reference, which a generator can exceed, for R-precision' in txt
+
+
+# The Inception Score: torchmetrics' InceptionScore against the hand-written loop, and the row `evaluate` writes.
+
+def _standin_inception(path, seed: int = 0) -> Path:
+    """A stand-in for inception_v3_google-0cc3c7bd.pth: torchvision's Inception-v3 state_dict (the same keys), random, with
+    BatchNorm statistics measured on 8 random images; without them every image gets the same logits and every IS is 1."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d): m.reset_running_stats(); m.momentum = None
+        with torch.no_grad(): net.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
+    torch.save(net.state_dict(), path)
+    return Path(path)
+
+
+class _Table(torch.nn.Module):
+    "Logits chosen by hand: image i (an index) gets row i."
+    def __init__(self, logits): super().__init__(); self.logits = logits
+    def forward(self, x): return self.logits[x[:, 0].long()]
+
+
+def test_inception_score_tm_matches_the_loop():
+    idx = torch.arange(100)[:, None]
+    table = _Table(torch.randn(100, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3)
+    state = torch.get_rng_state()
+    tm = M.inception_score_tm(table, idx, seed=7)
+    assert torch.equal(state, torch.get_rng_state())                          # the global generator is left as it was
+    with torch.random.fork_rng(devices=[]): torch.manual_seed(7); perm = torch.randperm(100)
+    mean, std = M.inception_score(idx[perm], table)                           # the loop, on the order torchmetrics shuffles into
+    assert abs(tm['mean'] - mean) < 1e-9 and abs(tm['std'] - std * np.sqrt(10 / 9)) < 1e-9
+    assert abs(M.inception_score(idx, table)[0] - tm['mean']) > 1e-3          # another split, another score: the order is followed
+    assert (tm['n'], tm['splits']) == (100, 10) and M.inception_score_tm(table, idx[:25])['splits'] == 9
+    with pytest.raises(InvalidInput, match='at least 10 images'): M.inception_score_tm(table, idx[:9])
+
+
+def test_inception_weights_files_refused(tmp_path):
+    w = _standin_inception(tmp_path/'inception.pth')
+    plain = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
+    assert sorted(torch.load(w)) == sorted(plain)                             # the format of torchvision's file
+    x, sd = (torch.rand(3, 3, 32, 32) * 255).byte(), torch.load(w)
+    logits = M.InceptionLogits(w)(x)                                          # the file's classifier on the file's pool features
+    assert logits.shape == (3, 1000) and torch.allclose(logits, M.InceptionFeatures(w)(x) @ sd['fc.weight'].double().T + sd['fc.bias'].double(), atol=1e-3)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path/'resnet.pth')
+    for cls in (M.InceptionFeatures, M.InceptionLogits):
+        with pytest.raises(InvalidInput, match=r'resnet\.pth is not an Inception-v3 state_dict \(fc\.weight has another shape'):
+            cls(tmp_path/'resnet.pth')
+    torch.save({k: v for k, v in torch.load(w).items() if not k.startswith('fc.')}, tmp_path/'trunk.pth')
+    M.InceptionFeatures(tmp_path/'trunk.pth')                                 # FID needs no classifier ...
+    with pytest.raises(InvalidInput, match=r'has no classifier \(fc\.weight, fc\.bias\)'): M.InceptionLogits(tmp_path/'trunk.pth')
+    with pytest.raises(MissingPath, match='The Inception Score needs a local weights file'): M.InceptionLogits(None)
+    with pytest.raises(MissingPath, match='nope.pth'): M.InceptionLogits(tmp_path/'nope.pth')
+
+
+def test_inception_score_row_in_evaluate(birds_root, tmp_path):
+    "evaluate(inception_weights=...) writes an inception_score row: the generated images' IS beside the real ones', as the loop computes them."
+    from attngan.core import Generator
+    from attngan.damsm import TextEncoder
+    from attngan.sample import Text2Image
+    w = _standin_inception(tmp_path/'inception.pth')
+    ev, _ = M.load_or_train_evaluator(birds_root, 32, cache_dir=tmp_path/'cache', width=4, epochs=1, batch_size=16,
+                                      progress=False, log=lambda s: None)
+    cfg = tiny(); torch.manual_seed(0)
+    ds = CUBDataset(birds_root, 'train', sizes=(32,))
+    pipe = Text2Image(Generator(cfg), TextEncoder(len(ds.vocab), cfg.text), ds.vocab, cfg)
+    m = M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, eval_damsm=False, inception_weights=w,
+                   seed=0, out=tmp_path/'eval', progress=False, log=lambda s: None)
+    r = json.loads((tmp_path/'eval'/'metrics.json').read_text())['inception_score']
+    assert r == m['inception_score'] and 'fid_inception' in m
+    assert set(r) == {'generated', 'real', 'floor', 'floor_is', 'higher_is_better', 'generated_std', 'real_std', 'n', 'splits'}
+    assert (r['n'], r['splits'], r['floor'], r['higher_is_better']) == (15, 8, 1.0, True)    # 15 images: 7 parts of 2 and 1
+    real = M.load_real(birds_root, 'test', 32)
+    idx, cap = M.pick_captions(real, 15, 0)
+    fake = M.generate(pipe, [real.captions[i][c] for i, c in zip(idx, cap)], seed=0)['images']   # the images evaluate drew
+    net = M.InceptionLogits(w)
+    with torch.random.fork_rng(devices=[]): torch.manual_seed(0); perm = torch.randperm(15)
+    for key, x in (('generated', fake), ('real', real.images[torch.as_tensor(idx)])):
+        assert abs(r[key] - M.inception_score(net(x)[perm], torch.nn.Identity(), splits=8)[0]) < 1e-9, key
+    assert r['generated'] != r['real']
+    assert 'inception_score' not in M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev,
+                                               eval_damsm=False, progress=False, log=lambda s: None)
