@@ -4,14 +4,14 @@
 
 # %% ../nbs/14_beyond.ipynb #e2f09a37
 from __future__ import annotations
-import json, re, time
+import json, re, resource, time
 from pathlib import Path
 import numpy as np
 from .config import Config, demo, tiny, InvalidInput, apply_sets
 
 # %% auto #0
-__all__ = ['ROWS', 'MEASURES', 'GRID_CAPTIONS', 'row_config', 'slug', 'used_minutes', 'run_row', 'run_ablation', 'ablation_table',
-           'format_ablation', 'ablation_grid']
+__all__ = ['ROWS', 'MEASURES', 'RUN_COLUMNS', 'GRID_CAPTIONS', 'row_config', 'slug', 'used_minutes', 'run_stats', 'run_row',
+           'run_ablation', 'ablation_table', 'format_ablation', 'ablation_grid']
 
 # %% ../nbs/14_beyond.ipynb #7db7e173
 ROWS = {                                                    # name: settings over the base preset (demo())
@@ -59,19 +59,38 @@ def _default_eval(folder, log):
     from attngan.metrics import cli_evaluate
     return cli_evaluate(folder, out=Path(folder)/'eval', progress=False, log=lambda *a, **k: None)
 
+def _usage() -> tuple:
+    "(wall seconds, CPU seconds, involuntary context switches) of this process so far."
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), r.ru_utime + r.ru_stime, r.ru_nivcsw
+
+def run_stats(folder) -> dict:
+    "Steps of a run and what its training legs got of the CPU: preemptions a second show another job sharing it."
+    import torch
+    p, legs = Path(folder)/'train_state.pt', Path(folder)/'ablation_legs.json'
+    steps = len(torch.load(p, map_location='cpu', weights_only=True).get('history', [])) if p.is_file() else 0
+    legs = json.loads(legs.read_text()) if legs.is_file() else []
+    wall = sum(l['wall'] for l in legs)
+    return dict(steps=steps, legs=len(legs), cpu_share=sum(l['cpu'] for l in legs) / max(wall, 1e-9) if legs else None,
+                preempt_per_s=sum(l['preempt'] for l in legs) / max(wall, 1e-9) if legs else None)
+
 def run_row(name: str, seed: int, out, minutes: float, damsm=None, settings=None, base=demo,
             train_fn=_default_train, eval_fn=_default_eval, log=print) -> dict:
     "Train row `name` with `seed` until it has used `minutes` of training, evaluate it once; its metrics."
     folder = Path(out).expanduser()/f"{slug(name)}_seed{seed}"
     done = folder/'eval'/'metrics.json'
-    if done.is_file(): return json.loads(done.read_text())
+    if done.is_file(): return {'run': run_stats(folder)} | json.loads(done.read_text())   # rows evaluated before legs were recorded: steps only
     resume = (folder/'train_state.pt').is_file()
     left = minutes - used_minutes(folder)
     if left > 1 / 60:                                                     # more than a second of budget left
         log(f"{name} (seed {seed}): {'resuming, ' if resume else ''}{left:.1f} min of training")
+        u0 = _usage()
         train_fn(None if resume else row_config(ROWS[name] if settings is None else settings, seed, base),
                  folder, damsm, left, resume, log)
-    m = eval_fn(folder, log)
+        u1, f = _usage(), folder/'ablation_legs.json'                      # the leg's share of the CPU, for the table
+        legs = (json.loads(f.read_text()) if f.is_file() else []) + [dict(wall=u1[0] - u0[0], cpu=u1[1] - u0[1], preempt=u1[2] - u0[2])]
+        folder.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(legs, indent=1))
+    m = eval_fn(folder, log) | dict(run=run_stats(folder))
     done.parent.mkdir(parents=True, exist_ok=True); done.write_text(json.dumps(m, indent=1))
     return m
 
@@ -110,22 +129,28 @@ def ablation_table(res: dict) -> list:
         for key, _, _ in MEASURES:
             v = [x for x in (_value(m, key) for m in ms) if x is not None]
             row[key] = None if not v else (float(np.mean(v)), (max(v) - min(v)) / 2 if len(v) > 1 else None)
+        for key in ('steps', 'preempt_per_s'):                           # how far each run got, and whether it had the CPU
+            v = [m['run'][key] for m in ms if m.get('run', {}).get(key) is not None]
+            row[key] = float(np.mean(v)) if v else None
         table.append(row)
     return table
 
 # %% ../nbs/14_beyond.ipynb #373c5532
+RUN_COLUMNS = dict(steps='steps', preempt_per_s='preemptions/s')   # a run sharing the CPU with another job shows many
+
 def format_ablation(table: list, res: dict) -> str:
     "A markdown table of `ablation_table`, with the real-images and floor lines of the first run."
     first = next(iter(res.values()))
     keys = [(k, c, h) for k, c, h in MEASURES if any(r[k] is not None for r in table)]
     f = lambda v: '-' if v is None else f"{v:.3g}"
     cell = lambda v: '-' if v is None else f(v[0]) + ('' if v[1] is None else f" ± {f(v[1])}")
-    lines = ['| row | ' + ' | '.join(c + ('' if h else ' (lower better)') for _, c, h in keys) + ' |',
-             '|---|' + '---|' * len(keys)]
+    runs = [k for k in ('steps', 'preempt_per_s') if any(r.get(k) is not None for r in table)]   # when the runs recorded them
+    lines = ['| row | ' + ' | '.join(c + ('' if h else ' (lower better)') for _, c, h in keys) + ''.join(f" | {RUN_COLUMNS[k]}" for k in runs) + ' |',
+             '|---|' + '---|' * (len(keys) + len(runs))]
     name = lambda r: r['row'] + ('' if r['seeds'] == 1 else f" ({r['seeds']} seeds)")
-    lines += [f"| {name(r)} | " + ' | '.join(cell(r[k]) for k, _, _ in keys) + ' |' for r in table]
+    lines += [f"| {name(r)} | " + ' | '.join(cell(r[k]) for k, _, _ in keys) + ''.join(f" | {'-' if r.get(k) is None else f'{r[k]:.0f}' if k == 'steps' else f(r[k])}" for k in runs) + ' |' for r in table]
     for col, label in (('real', 'real images'), ('floor', 'floor')):
-        lines.append(f"| *{label}* | " + ' | '.join(f(_value(first, k, col)) for k, _, _ in keys) + ' |')
+        lines.append(f"| *{label}* | " + ' | '.join(f(_value(first, k, col)) for k, _, _ in keys) + ' | -' * len(runs) + ' |')
     return '\n'.join(lines)
 
 # %% ../nbs/14_beyond.ipynb #0b9111f7
