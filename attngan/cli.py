@@ -151,7 +151,7 @@ def _add_evaluate(sub):
                                    '(never on generated images); writes metrics.json and metrics.png, each number beside the '
                                    'score of real images and a floor (chance, uniform attention, or a caption-blind model).')
     s.add_argument('--run', required=True, help='run folder of `attngan train` or `attngan demo`')
-    s.add_argument('--data', default=None, help="data folder (default: the run's synthetic birds)")
+    s.add_argument('--data', default=None, help="data folder: the run's synthetic birds (default), or a real data set in any layout `attngan check-data` reads (R-precision; IS and FID with --inception-weights)")
     s.add_argument('--out', default=None, help='folder for metrics.json and metrics.png (default: RUN/eval)')
     s.add_argument('--quick', action='store_true', help='fewer captions and samples, a shorter evaluation-DAMSM budget')
     s.add_argument('--inception-weights', default=None, help='local torchvision Inception-v3 weights file for FID/KID on Inception features')

@@ -6,6 +6,7 @@ from attngan.config import tiny, MissingPath, InvalidInput
 from attngan.data import CUBDataset, Vocab
 from attngan.synthbirds import ATTRIBUTES, ATTR_VALUES, PARTS, load_part_map, make_birds, word_value
 from attngan import metrics as M
+from _inception_standin import standin_inception          # tests/_inception_standin.py, shared with test_evaluate_real.py
 
 torch.set_num_threads(1)
 
@@ -256,19 +257,6 @@ def test_format_metrics_names_the_real_images_column():
 
 # The Inception Score: torchmetrics' InceptionScore against the hand-written loop, and the row `evaluate` writes.
 
-def _standin_inception(path, seed: int = 0) -> Path:
-    """A stand-in for inception_v3_google-0cc3c7bd.pth: torchvision's Inception-v3 state_dict (the same keys), random, with
-    BatchNorm statistics measured on 8 random images; without them every image gets the same logits and every IS is 1."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d): m.reset_running_stats(); m.momentum = None
-        with torch.no_grad(): net.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
-    torch.save(net.state_dict(), path)
-    return Path(path)
-
-
 class _Table(torch.nn.Module):
     "Logits chosen by hand: image i (an index) gets row i."
     def __init__(self, logits): super().__init__(); self.logits = logits
@@ -290,7 +278,7 @@ def test_inception_score_tm_matches_the_loop():
 
 
 def test_inception_weights_files_refused(tmp_path):
-    w = _standin_inception(tmp_path/'inception.pth')
+    w = standin_inception(tmp_path/'inception.pth')
     plain = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
     assert sorted(torch.load(w)) == sorted(plain)                             # the format of torchvision's file
     x, sd = (torch.rand(3, 3, 32, 32) * 255).byte(), torch.load(w)
@@ -312,7 +300,7 @@ def test_inception_score_row_in_evaluate(birds_root, tmp_path):
     from attngan.core import Generator
     from attngan.damsm import TextEncoder
     from attngan.sample import Text2Image
-    w = _standin_inception(tmp_path/'inception.pth')
+    w = standin_inception(tmp_path/'inception.pth')
     ev, _ = M.load_or_train_evaluator(birds_root, 32, cache_dir=tmp_path/'cache', width=4, epochs=1, batch_size=16,
                                       progress=False, log=lambda s: None)
     cfg = tiny(); torch.manual_seed(0)
