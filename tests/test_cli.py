@@ -184,9 +184,11 @@ def test_ablate_two_rows_prints_the_table(tmp_path, capsys, monkeypatch):
     assert rc == 0, err
     assert calls == [('baseline_seed0', False, 0, 2.0, False), ('baseline_seed1', False, 1, 2.0, False), ('spectral-norm_seed0', True, 0, 2.0, False)]
     lines = out.strip().splitlines()
-    assert lines[0] == '| row | attribute acc. | FID (lower better) |'
-    assert '| baseline (2 seeds) | 0.45 ± 0.05 | 30 ± 0 |' in lines and '| spectral norm | 0.7 | 30 |' in lines
-    assert '| *real images* | 0.9 | 1 |' in lines and '| *floor* | 0.1 | 80 |' in lines
+    assert lines[0] == '| row | attribute acc. | FID (lower better) | steps | preemptions/s |'   # how far each run got, and its CPU
+    row = {l.split(' | ')[0]: l for l in lines}
+    assert row['| baseline (2 seeds)'].startswith('| baseline (2 seeds) | 0.45 ± 0.05 | 30 ± 0 | 0 | ')
+    assert row['| spectral norm'].startswith('| spectral norm | 0.7 | 30 | 0 | ')
+    assert '| *real images* | 0.9 | 1 | - | - |' in lines and '| *floor* | 0.1 | 80 | - | - |' in lines
     assert json.loads((tmp_path/'abl'/'spectral-norm_seed0'/'eval'/'metrics.json').read_text())['attribute_accuracy']['generated'] == 0.7
     calls.clear()                                                          # a second call reads the saved metrics back
     rc, out2, _ = in_process(capsys, *args)
