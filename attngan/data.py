@@ -521,14 +521,8 @@ CUBDataset.sample, CUBDataset.__getitem__ = sample, _getitem
 # %% ../nbs/01_data.ipynb #a1c0d020
 def data_report(root, cfg: Config | None = None, split: str = 'train', decode: bool = True) -> DataReport:
     "What loading `split` of `root` with `cfg.data` would use and skip (images decoded if `decode`); never stops at max_skipped."
-    d = (cfg or Config()).data
-    rep, items = scan_split(root, split, d.captions_per_image, d.bbox_scale, d.max_skipped, decode=decode)
-    caps = [it[4] for it in items]
-    vocab = Vocab.build(c for cs in caps for c in cs)              # of this split's own captions
-    ids = [[vocab.encode(c) for c in cs] for cs in caps]
-    lens = [len(i) for x in ids for i in x]
-    max_words = d.max_words or (caption_length_limit(lens, d.words_percentile) if lens else 0)
-    return rep.describe([it[0] for it in items], [it[1] for it in items], ids, len(vocab), max_words)
+    from attngan.layouts import split_report                         # (the layouts build on this module)
+    return split_report(root, cfg, split, decode)[0]                  # with this split's own vocabulary
 
 # %% ../nbs/01_data.ipynb #120bfa13
 def collate(samples: list[dict]) -> dict:
