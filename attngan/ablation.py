@@ -10,8 +10,8 @@ import numpy as np
 from .config import Config, demo, tiny, InvalidInput, apply_sets
 
 # %% auto #0
-__all__ = ['ROWS', 'MEASURES', 'RUN_COLUMNS', 'GRID_CAPTIONS', 'row_config', 'slug', 'used_minutes', 'run_stats', 'run_row',
-           'run_ablation', 'ablation_table', 'format_ablation', 'ablation_grid']
+__all__ = ['ROWS', 'OWN_DAMSM', 'DAMSM_EPOCHS', 'MEASURES', 'RUN_COLUMNS', 'GRID_CAPTIONS', 'row_config', 'slug', 'used_minutes',
+           'run_stats', 'run_row', 'run_ablation', 'ablation_table', 'format_ablation', 'ablation_grid']
 
 # %% ../nbs/14_beyond.ipynb #7db7e173
 ROWS = {                                                    # name: settings over the base preset (demo())
@@ -29,7 +29,13 @@ ROWS = {                                                    # name: settings ove
     'bucketed batches': ['data.bucket_by_length=true'],
     'percentile cut': ['data.max_words=0'],
     'bfloat16': ['train.amp=bf16'],
+    'pretrained text encoder': ['text.encoder=minilm'],
+    # the winners combined (after the single rows were measured)
+    'bf16 + channel attention': ['train.amp=bf16', 'gan.channel_attention=true'],
+    'bf16 + channel attention + hinge + MA-GP': ['train.amp=bf16', 'gan.channel_attention=true', 'gan.gan_loss=hinge', 'gan.ma_gp=2'],
 }
+OWN_DAMSM = {'pretrained text encoder', 'bucketed batches'}   # rows that change the DAMSM or its pre-training: each pre-trains its own first
+DAMSM_EPOCHS = 18                          # as long as the shipped DAMSM was pre-trained (its train_info.json)
 
 def row_config(settings: list, seed: int = 0, base=demo) -> Config:
     "The base preset with a row's settings and the run's seed, validated."
@@ -55,6 +61,10 @@ def _default_train(cfg, folder, damsm, minutes, resume, log):
     from attngan.train import train
     train(cfg, folder, damsm=damsm, minutes=minutes, resume=resume, progress=False, log=log)
 
+def _default_pretrain(cfg, folder, epochs, log):
+    from attngan.pretrain import pretrain_damsm                     # resumable; a finished run trains no more
+    pretrain_damsm(cfg, folder, epochs=epochs, resume=(Path(folder)/'damsm_state.pt').is_file(), progress=False, log=log)
+
 def _default_eval(folder, log):
     from attngan.metrics import cli_evaluate
     return cli_evaluate(folder, out=Path(folder)/'eval', progress=False, log=lambda *a, **k: None)
@@ -75,7 +85,7 @@ def run_stats(folder) -> dict:
                 preempt_per_s=sum(l['preempt'] for l in legs) / max(wall, 1e-9) if legs else None)
 
 def run_row(name: str, seed: int, out, minutes: float, damsm=None, settings=None, base=demo,
-            train_fn=_default_train, eval_fn=_default_eval, log=print) -> dict:
+            train_fn=_default_train, eval_fn=_default_eval, pretrain_fn=_default_pretrain, log=print) -> dict:
     "Train row `name` with `seed` until it has used `minutes` of training, evaluate it once; its metrics."
     folder = Path(out).expanduser()/f"{slug(name)}_seed{seed}"
     done = folder/'eval'/'metrics.json'
@@ -83,10 +93,14 @@ def run_row(name: str, seed: int, out, minutes: float, damsm=None, settings=None
     resume = (folder/'train_state.pt').is_file()
     left = minutes - used_minutes(folder)
     if left > 1 / 60:                                                     # more than a second of budget left
+        cfg = row_config(ROWS[name] if settings is None else settings, seed, base)
+        if name in OWN_DAMSM:                                             # its own DAMSM, pre-trained with the row's settings
+            damsm = folder.parent/f"{slug(name)}_damsm"
+            log(f"{name}: pre-training its own DAMSM in {damsm} ({DAMSM_EPOCHS} epochs, as the shipped one)")
+            pretrain_fn(cfg, damsm, DAMSM_EPOCHS, log)
         log(f"{name} (seed {seed}): {'resuming, ' if resume else ''}{left:.1f} min of training")
         u0 = _usage()
-        train_fn(None if resume else row_config(ROWS[name] if settings is None else settings, seed, base),
-                 folder, damsm, left, resume, log)
+        train_fn(None if resume else cfg, folder, damsm, left, resume, log)
         u1, f = _usage(), folder/'ablation_legs.json'                      # the leg's share of the CPU, for the table
         legs = (json.loads(f.read_text()) if f.is_file() else []) + [dict(wall=u1[0] - u0[0], cpu=u1[1] - u0[1], preempt=u1[2] - u0[2])]
         folder.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(legs, indent=1))

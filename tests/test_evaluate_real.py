@@ -10,14 +10,9 @@ from attngan.pretrain import load_damsm
 from attngan.sample import Text2Image, encode_captions
 from attngan import metrics as M
 from _inception_standin import standin_inception          # tests/_inception_standin.py, shared with test_metrics.py
+from _cli import run                      # tests/_cli.py: `attngan ARGS` in a subprocess
 
 torch.set_num_threads(1)
-ATTNGAN = [sys.executable, '-c', 'import sys; from attngan.cli import main; sys.exit(main(sys.argv[1:]))']
-ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
-
-
-def run(*args, timeout=600):
-    return subprocess.run([*ATTNGAN, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 @pytest.fixture(scope='module')

@@ -5,13 +5,7 @@ import pytest
 from attngan.config import tiny
 from attngan.data import CUBDataset
 from attngan.layouts import write_layout, detect_layout, check_data
-
-ATTNGAN = [sys.executable, '-c', 'import sys; from attngan.cli import main; sys.exit(main(sys.argv[1:]))']
-ENV = dict(__import__('os').environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
-
-
-def run(*args, timeout=600):
-    return subprocess.run([*ATTNGAN, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+from _cli import run                      # tests/_cli.py: `attngan ARGS` in a subprocess
 
 
 @pytest.fixture(scope='module')

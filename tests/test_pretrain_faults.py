@@ -4,10 +4,7 @@ from pathlib import Path
 import pytest, torch
 from attngan import pretrain as P
 from attngan.config import tiny
-
-_script = Path(sys.executable).parent/'attngan'
-ATTNGAN = [str(_script)] if _script.exists() else [sys.executable, '-c', 'import sys; from attngan.cli import main; sys.exit(main(sys.argv[1:]))']
-ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
+from _cli import ATTNGAN, ENV             # tests/_cli.py: the console script, one thread
 
 
 def load(p): return torch.load(p, map_location='cpu', weights_only=True)

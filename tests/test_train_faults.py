@@ -5,11 +5,9 @@ import pytest, torch
 from attngan.cli import main
 from attngan.config import tiny
 from attngan.train import train
+from _cli import ATTNGAN, ENV             # tests/_cli.py: the console script, one thread
 
 quiet = dict(progress=False, log=lambda *a, **k: None)
-_script = Path(sys.executable).parent/'attngan'              # the console script of the environment
-ATTNGAN = [str(_script)] if _script.exists() else [sys.executable, '-c', 'import sys; from attngan.cli import main; sys.exit(main(sys.argv[1:]))']
-ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
 
 
 def load(p): return torch.load(p, map_location='cpu', weights_only=True)
