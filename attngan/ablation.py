@@ -175,12 +175,14 @@ def ablation_grid(out, rows, seed: int = 0, captions=GRID_CAPTIONS, size: float 
     "Last-stage images: one line per row's run (seed 0 of the row), one column per caption, the same noise for all."
     import matplotlib.pyplot as plt
     from attngan.sample import Text2Image
-    fig, axs = plt.subplots(len(rows), len(captions), figsize=(size * len(captions) + 1.2, size * len(rows)), squeeze=False)
+    label = 2.0                                                          # inches for the row names
+    W, H = size * len(captions) + label, size * len(rows)
+    fig, axs = plt.subplots(len(rows), len(captions), figsize=(W, H), squeeze=False)
     for i, name in enumerate(rows):
         pipe = Text2Image.from_checkpoint(Path(out).expanduser()/f"{slug(name)}_seed0")
         imgs = pipe(captions, seed=seed).images[-1]
         for j, ax in enumerate(axs[i]):
             ax.imshow(((imgs[j].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()); ax.set_xticks([]); ax.set_yticks([])
             if j == 0: ax.set_ylabel(name, rotation=0, ha='right', va='center', fontsize=7)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    fig.subplots_adjust(left=label / W, right=0.99, bottom=0.01, top=0.99, wspace=0.05, hspace=0.05)
     return fig
