@@ -10,11 +10,11 @@ import numpy as np
 from .config import Config, demo, tiny, InvalidInput, apply_sets
 
 # %% auto #0
-__all__ = ['ROWS', 'OWN_DAMSM', 'DAMSM_EPOCHS', 'MEASURES', 'RUN_COLUMNS', 'GRID_CAPTIONS', 'row_config', 'slug', 'used_minutes',
-           'run_stats', 'run_row', 'run_ablation', 'ablation_table', 'format_ablation', 'ablation_grid']
+__all__ = ['ROWS', 'OWN_DAMSM', 'DAMSM_EPOCHS', 'MEASURES', 'RUN_COLUMNS', 'GRID_CAPTIONS', 'ablation_base', 'row_config', 'slug',
+           'used_minutes', 'run_stats', 'run_row', 'run_ablation', 'ablation_table', 'format_ablation', 'ablation_grid']
 
 # %% ../nbs/14_beyond.ipynb #7db7e173
-ROWS = {                                                    # name: settings over the base preset (demo())
+ROWS = {                                                    # name: settings over the base preset (demo() in float32)
     'baseline': [],
     'spectral norm': ['gan.spectral_norm=true'],
     'hinge + MA-GP': ['gan.gan_loss=hinge', 'gan.ma_gp=2'],
@@ -37,7 +37,12 @@ ROWS = {                                                    # name: settings ove
 OWN_DAMSM = {'pretrained text encoder', 'bucketed batches'}   # rows that change the DAMSM or its pre-training: each pre-trains its own first
 DAMSM_EPOCHS = 18                          # as long as the shipped DAMSM was pre-trained (its train_info.json)
 
-def row_config(settings: list, seed: int = 0, base=demo) -> Config:
+def ablation_base() -> Config:
+    "The rows' base: demo() in float32, as every row was measured (demo() now picks bfloat16 where it is native)."
+    cfg = demo(); cfg.train.amp = ''
+    return cfg
+
+def row_config(settings: list, seed: int = 0, base=ablation_base) -> Config:
     "The base preset with a row's settings and the run's seed, validated."
     cfg = apply_sets(base(), list(settings))
     cfg.train.seed = seed
@@ -84,7 +89,7 @@ def run_stats(folder) -> dict:
     return dict(steps=steps, legs=len(legs), cpu_share=sum(l['cpu'] for l in legs) / max(wall, 1e-9) if legs else None,
                 preempt_per_s=sum(l['preempt'] for l in legs) / max(wall, 1e-9) if legs else None)
 
-def run_row(name: str, seed: int, out, minutes: float, damsm=None, settings=None, base=demo,
+def run_row(name: str, seed: int, out, minutes: float, damsm=None, settings=None, base=ablation_base,
             train_fn=_default_train, eval_fn=_default_eval, pretrain_fn=_default_pretrain, log=print) -> dict:
     "Train row `name` with `seed` until it has used `minutes` of training, evaluate it once; its metrics."
     folder = Path(out).expanduser()/f"{slug(name)}_seed{seed}"
@@ -122,7 +127,7 @@ def _value(m: dict, key: str, col: str = 'generated'):
     r = m.get(key); return None if r is None else r.get(col)
 
 def run_ablation(out, minutes: float = 5, rows=None, seeds=(0,), baseline_seeds=(0, 1), damsm=None,
-                 base=demo, train_fn=_default_train, eval_fn=_default_eval, log=print) -> dict:
+                 base=ablation_base, train_fn=_default_train, eval_fn=_default_eval, log=print) -> dict:
     "Train and evaluate every row (all of ROWS by default); {(row, seed): metrics}."
     if damsm is None:
         from attngan.sample import assets_dir, SHIPPED_MODEL

@@ -4,16 +4,16 @@
 
 # %% ../nbs/12_bench.ipynb #f2a88830
 from __future__ import annotations
-import time, tempfile, resource, shutil
-from dataclasses import dataclass
+import contextlib, os, time, tempfile, resource, shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
 from .config import Config, InvalidInput, preset
 
 # %% auto #0
-__all__ = ['ALL_PARTS', 'BenchRow', 'peak_rss_mib', 'timeit', 'format_table', 'bench_data', 'bench_generator',
-           'bench_discriminator', 'bench_damsm_loss', 'bench_iteration', 'in_fresh_process', 'bench_models',
-           'run_bench']
+__all__ = ['DEVICE_ENV', 'ALL_PARTS', 'BenchRow', 'peak_rss_mib', 'timeit', 'format_table', 'bench_data', 'matmul_peak', 'Phases',
+           'bench_generator', 'bench_discriminator', 'bench_damsm_loss', 'iteration_setup', 'bench_iteration',
+           'format_phases', 'bench_sampling', 'in_fresh_process', 'bench_models', 'use_device', 'run_bench']
 
 # %% ../nbs/12_bench.ipynb #52408af2
 @dataclass
@@ -24,16 +24,19 @@ class BenchRow:
     seconds: float
     items_per_s: float
     peak_mib: float
+    flops: float = 0.0                          # FLOPs of one call (0: not counted)
+    dtype: str = 'float32'                      # the numerics the call ran in
+    phases: dict = field(default_factory=dict)  # phase -> (seconds, FLOPs) of one call, for an iteration
 
 def peak_rss_mib() -> float:
     "Peak resident memory of this process so far (MiB)."
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-def timeit(fn, min_time: float = 0.5, max_calls: int = 50, warmup: int = 1) -> float:
-    "Median seconds per call of `fn()` over enough calls to fill `min_time`."
+def timeit(fn, min_time: float = 0.5, max_calls: int = 50, warmup: int = 1, min_calls: int = 3) -> float:
+    "Median seconds per call of `fn()` after `warmup` calls, over at least `min_calls` and enough calls to fill `min_time`."
     for _ in range(warmup): fn()
     times, total = [], 0.0
-    while total < min_time and len(times) < max_calls:
+    while (total < min_time or len(times) < min_calls) and len(times) < max(max_calls, min_calls):
         t0 = time.perf_counter(); fn(); dt = time.perf_counter() - t0
         times.append(dt); total += dt
     return float(np.median(times))
@@ -70,7 +73,14 @@ def bench_data(n: int = 2000, size: int = 64, batch: int = 32, sizes=(32, 64)) -
     return rows
 
 # %% ../nbs/12_bench.ipynb #afa346fb
-def _device(): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+DEVICE_ENV = 'ATTNGAN_BENCH_DEVICE'     # run_bench(device=...) sets it; the fresh processes inherit it
+
+def _device():
+    "The device benchmarks run on: the one `run_bench` was given, else the GPU when there is one, else the CPU."
+    return torch.device(os.environ.get(DEVICE_ENV) or ('cuda' if torch.cuda.is_available() else 'cpu'))
+
+def _sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize(device)
 
 def _peak(device) -> float:
     if device.type == 'cuda': return torch.cuda.max_memory_allocated(device) / 2**20
@@ -82,6 +92,30 @@ def _text_features(cfg: Config, B: int, T: int, device):
     lengths = torch.randint(max(1, T // 2), T + 1, (B,), generator=torch.Generator().manual_seed(0)); lengths[0] = T
     mask = (torch.arange(T)[None] < lengths[:, None]).to(device)
     return torch.randn(B, D, T, device=device), torch.randn(B, D, device=device), mask
+
+# %% ../nbs/12_bench.ipynb #3bf65ef1
+def matmul_peak(dtype=torch.float32, n: int = 4096, device=None) -> float:
+    "GFLOP/s of an n x n matrix product in `dtype` on `device`: the practical peak (median of at least 3 after a warm-up)."
+    dev = torch.device(device) if device else _device()
+    g = torch.Generator(device=dev).manual_seed(0)
+    a, b = (torch.randn(n, n, device=dev, generator=g).to(dtype) for _ in range(2))
+    def mm(): a @ b; _sync(dev)
+    return 2 * n**3 / timeit(mm, min_time=1.0, max_calls=20) / 1e9
+
+class Phases:
+    "A `timer` for `attngan.train.train_step`: the seconds and (with `count_flops`) the FLOPs of each named phase."
+    def __init__(self, device, count_flops: bool = False):
+        self.device, self.count_flops, self.seconds, self.flops = torch.device(device), count_flops, {}, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False) if self.count_flops else contextlib.nullcontext()
+        _sync(self.device); t0 = time.perf_counter()
+        with counter: yield
+        _sync(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        if self.count_flops: self.flops[name] = self.flops.get(name, 0) + counter.get_total_flops()
 
 # %% ../nbs/12_bench.ipynb #b7361aba
 def bench_generator(cfg: Config, batch: int, T: int = 18) -> BenchRow:
@@ -128,50 +162,89 @@ def bench_damsm_loss(cfg: Config, batch: int | None = None, T: int = 18) -> Benc
     return BenchRow('DAMSM losses fwd+bwd', f'B={B} T={T} 17x17 regions', dt, B / dt, _peak(dev))
 
 # %% ../nbs/12_bench.ipynb #0b755a16
-def bench_iteration(cfg: Config, batch: int, T: int = 18) -> BenchRow:
-    "One full training iteration of `attngan.train` (text encoder, G, every D update, G update with DAMSM loss, EMA)."
+def iteration_setup(cfg: Config, batch: int, T: int = 18, fast: bool = True, device=None) -> tuple:
+    "A fresh TrainState of `cfg` (random weights) on `device` and a `step(timer)` that runs one `train_step` on a fixed random batch."
     import warnings
     from attngan.damsm import TextEncoder, image_encoder
     from attngan.data import Vocab
-    from attngan.train import build_state, draw_noise, train_step, autocast
-    dev, n_words = _device(), 5000
-    with warnings.catch_warnings():
+    from attngan.train import DistInfo, build_state, draw_noise, train_step, autocast, no_timer, seeded_init
+    dev, n_words = torch.device(device) if device else _device(), 5000
+    with warnings.catch_warnings(), seeded_init(0):                           # the same random encoders every time
         warnings.simplefilter('ignore')                                       # Inception without weights: random trunk
         te, ie = TextEncoder(n_words, cfg.text), image_encoder(cfg)
-    st = build_state(cfg, Vocab(Vocab.specials), te, ie)               # the vocabulary is not used here
+    st = build_state(cfg, Vocab(Vocab.specials), te, ie, DistInfo(device=dev), fast=fast)   # the vocabulary is not used here
     st.G.train()
     g = torch.Generator().manual_seed(0)
     reals = [torch.rand(batch, 3, s, s, generator=g).to(dev) * 2 - 1 for s in cfg.gan.sizes]
     lengths = torch.randint(max(1, T // 2), T + 1, (batch,), generator=g); lengths[0] = T
     captions = (torch.randint(1, n_words, (batch, T), generator=g) * (torch.arange(T)[None] < lengths[:, None])).to(dev)
     mask, class_ids = (torch.arange(T)[None] < lengths[:, None]).to(dev), torch.arange(batch, device=dev) % 7
-    amp = lambda: autocast(cfg, dev)                                          # cfg.train.amp: '' or 'bf16'
-    def step():
-        train_step(st, reals, captions, lengths.to(dev), mask, class_ids, draw_noise(cfg, batch, 0, dev), amp)
-        if dev.type == 'cuda': torch.cuda.synchronize()
-    dt = timeit(step, min_time=4.0, max_calls=10)
-    return BenchRow('training iteration', f'{"/".join(map(str, cfg.gan.sizes))}px B={batch} {cfg.damsm.image_encoder}{" bf16" if cfg.train.amp else ""}',
-                    dt, batch / dt, _peak(dev))
+    amp = lambda: autocast(cfg, dev)                                          # cfg.train.amp: 'auto', 'bf16' or ''
+    def step(timer=no_timer):
+        losses = train_step(st, reals, captions, lengths.to(dev), mask, class_ids, draw_noise(cfg, batch, 0, dev), amp, timer)
+        _sync(dev); return losses
+    return st, step
+
+def bench_iteration(cfg: Config, batch: int, T: int = 18, calls: int = 3, fast: bool = True) -> BenchRow:
+    "One full training iteration of `attngan.train` (text encoder, G, every D update, G update with DAMSM loss, EMA), phase by phase."
+    from attngan.train import uses_bf16
+    st, step = iteration_setup(cfg, batch, T, fast)
+    dev = _device()
+    step()                                                                    # warm-up
+    times, phases = [], []
+    for _ in range(calls):
+        ph = Phases(dev); t0 = time.perf_counter(); step(ph); times.append(time.perf_counter() - t0); phases.append(ph.seconds)
+    counted = Phases(dev, count_flops=True); step(counted)                    # one more, untimed: the FLOPs
+    sec = {k: float(np.median([p[k] for p in phases])) for k in phases[0]}
+    dt, bf16 = float(np.median(times)), uses_bf16(cfg, dev)
+    extra = ''.join([' ckpt' if cfg.train.checkpoint else '', '' if fast else ' plain'])
+    return BenchRow('training iteration', f'{"/".join(map(str, cfg.gan.sizes))}px B={batch} {cfg.damsm.image_encoder}{" bf16" if bf16 else ""}{extra}',
+                    dt, batch / dt, _peak(dev), flops=sum(counted.flops.values()), dtype='bfloat16' if bf16 else 'float32',
+                    phases={k: (sec[k], counted.flops[k]) for k in sec})
+
+# %% ../nbs/12_bench.ipynb #d47c07d8
+def format_phases(row: BenchRow, peak_gflops: float) -> str:
+    "An iteration row's phases as a table: s/iteration, share, GFLOP, GFLOP/s and the fraction of `peak_gflops`."
+    head = f"{'phase':<22} {'s/iter':>8} {'share':>6} {'GFLOP':>8} {'GFLOP/s':>8} {'of peak':>8}"
+    lines = [f"{row.setting}: {row.dtype}, matmul peak {peak_gflops:.0f} GFLOP/s", head, '-' * len(head)]
+    def line(name, s, f):
+        rate = f / s / 1e9 if s > 0 else 0.0
+        return f"{name:<22} {s:>8.3f} {s / row.seconds:>6.0%} {f / 1e9:>8.1f} {rate:>8.0f} {rate / peak_gflops:>8.0%}"
+    lines += [line(k, s, f) for k, (s, f) in row.phases.items()]
+    lines += ['-' * len(head), line('iteration', row.seconds, row.flops)]
+    return '\n'.join(lines)
+
+# %% ../nbs/12_bench.ipynb #a0ffbd5c
+def bench_sampling(caption: str = 'this bird has a red crown and a blue wing', folder=None) -> BenchRow:
+    "Latency of one `Text2Image` call on the shipped model (or the run in `folder`): one caption, all stages and attention."
+    from attngan.sample import Text2Image
+    dev = _device()
+    pipe = Text2Image.pretrained(device=dev, folder=folder)
+    dt = timeit(lambda: (pipe([caption], seed=0), _sync(dev)), min_time=2.0, max_calls=50, min_calls=5)
+    return BenchRow('sampling: Text2Image', f'{"/".join(map(str, pipe.cfg.gan.sizes))}px, 1 caption', dt, 1 / dt, _peak(dev))
 
 # %% ../nbs/12_bench.ipynb #b587b46a
-def _child(fn_name, args, threads, q):
+def _child(job: str, result: str):
+    "The new process's side: run the pickled (function name, arguments, threads) in `job`, pickle the row (or error) to `result`."
+    import pickle
+    fn_name, args, threads = pickle.loads(Path(job).read_bytes())
     if threads: torch.set_num_threads(threads)
-    try: q.put(globals()[fn_name](*args))
-    except Exception as e: q.put(e)
+    try: res = globals()[fn_name](*args)
+    except Exception as e: res = e
+    Path(result).write_bytes(pickle.dumps(res))
 
 def in_fresh_process(fn_name: str, *args, threads: int | None = None) -> BenchRow:
-    "Run the benchmark function `fn_name` of this module in a new process and return its row."
-    import multiprocessing as mp
-    from attngan import bench  # the module's own function, importable by the new process
-    ctx = mp.get_context('spawn')
-    q = ctx.Queue()
-    p = ctx.Process(target=bench._child, args=(fn_name, args, threads or torch.get_num_threads(), q))
-    p.start()
-    while True:  # wait for the row, or for the process to die without one
-        try: res = q.get(timeout=1.0); break
-        except Exception:
-            if not p.is_alive(): raise RuntimeError(f"The benchmark process for {fn_name} ended (exit code {p.exitcode}) without a result.") from None
-    p.join()
+    "Run the benchmark function `fn_name` of this module in a new Python process and return its row."
+    import pickle, subprocess, sys
+    with tempfile.TemporaryDirectory() as d:
+        job, result = Path(d)/'job.pkl', Path(d)/'result.pkl'
+        job.write_bytes(pickle.dumps((fn_name, args, threads or torch.get_num_threads())))
+        code = f"from attngan.bench import _child; _child({str(job)!r}, {str(result)!r})"
+        r = subprocess.run([sys.executable, '-c', code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if not result.is_file():
+            last = (r.stderr.strip().splitlines() or ['no message'])[-1]
+            raise RuntimeError(f"The benchmark process for {fn_name} ended (exit code {r.returncode}) without a result: {last}")
+        res = pickle.loads(result.read_bytes())
     if isinstance(res, Exception): raise res
     return res
 
@@ -186,18 +259,36 @@ def bench_models(cfg: Config, batch: int, parts=('generator', 'discriminators', 
     return rows
 
 # %% ../nbs/12_bench.ipynb #6927a9f6
-ALL_PARTS = ('data', 'generator', 'discriminators', 'damsm', 'iteration')
+ALL_PARTS = ('data', 'generator', 'discriminators', 'damsm', 'iteration', 'sampling')
 
-def run_bench(cfg: Config | None = None, batch: int | None = None, parts=ALL_PARTS, n: int = 2000, threads: int | None = None, echo=print) -> list[BenchRow]:
-    "Measure the parts named in `parts` and print the table."
+def use_device(device: str | None):
+    "Make `device` ('cpu', 'cuda', 'cuda:1', or None for the default) the one benchmarks run on, here and in fresh processes."
+    if device is None: os.environ.pop(DEVICE_ENV, None); return
+    try: dev = torch.device(device)
+    except RuntimeError: raise InvalidInput(f"Unknown device {device!r}; use cpu or cuda.") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise InvalidInput(f"--device {device}: no CUDA GPU is visible to torch here; drop --device to benchmark the CPU.")
+    if dev.type not in ('cpu', 'cuda'): raise InvalidInput(f"Unknown device {device!r}; use cpu or cuda.")
+    os.environ[DEVICE_ENV] = str(dev)
+
+def run_bench(cfg: Config | None = None, batch: int | None = None, parts=ALL_PARTS, n: int = 2000, threads: int | None = None,
+              device: str | None = None, echo=print) -> list[BenchRow]:
+    "Measure the parts named in `parts` on `device` (default: the GPU if there is one) and print the tables."
     cfg = cfg or preset('demo')
-    if threads: torch.set_num_threads(threads)
-    echo(f"attngan bench: preset {cfg.name}, torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
-         f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
     unknown = set(parts) - set(ALL_PARTS)
     if unknown: raise InvalidInput(f"Unknown benchmark part(s) {sorted(unknown)}; choose from {', '.join(ALL_PARTS)}.")
+    use_device(device)
+    if threads: torch.set_num_threads(threads)
+    dev = _device()
+    echo(f"attngan bench: preset {cfg.name}, torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
+         f"{'GPU ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'on the CPU'}")
     rows = []
     if 'data' in parts: rows += bench_data(n=n, size=64, batch=batch or cfg.train.batch_size, sizes=cfg.gan.sizes)
     rows += bench_models(cfg, batch or cfg.train.batch_size, parts, threads)
+    if 'sampling' in parts: rows.append(in_fresh_process('bench_sampling', threads=threads))
     echo(format_table(rows))
+    its = [r for r in rows if r.phases]
+    if its:
+        peaks = {d: matmul_peak(getattr(torch, d), device=dev) for d in sorted({r.dtype for r in its})}
+        for r in its: echo('\n' + format_phases(r, peaks[r.dtype]))
     return rows

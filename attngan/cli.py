@@ -25,8 +25,10 @@ def cmd_make_birds(a):
 def cmd_bench(a):
     "Print the speed and memory table."
     from attngan.bench import run_bench
-    cfg = preset(a.preset); cfg.train.amp = a.amp
-    run_bench(cfg, batch=a.batch, parts=tuple(a.parts.split(',')), n=a.n, threads=a.threads)
+    cfg = preset(a.preset)
+    if a.amp is not None: cfg.train.amp = '' if a.amp == 'off' else a.amp
+    if a.checkpoint: cfg.train.checkpoint = True
+    run_bench(cfg, batch=a.batch, parts=tuple(a.parts.split(',')), n=a.n, threads=a.threads, device=a.device)
 
 # %% ../nbs/11_cli.ipynb #e943ec00
 def cmd_pretrain_damsm(a):
@@ -207,11 +209,15 @@ def _add_bench(sub):
                        description='Measure speed (seconds per call, items per second) and peak memory of each part.')
     s.add_argument('--preset', default='demo', choices=sorted(PRESETS), help='configuration preset (default: demo)')
     s.add_argument('--batch', type=int, default=None, help="batch size (default: the preset's)")
-    s.add_argument('--parts', default='data,generator,discriminators,damsm,iteration',
-                   help='comma-separated parts to measure: data, generator, discriminators, damsm, iteration (a whole training step) (default: all)')
+    s.add_argument('--parts', default='data,generator,discriminators,damsm,iteration,sampling',
+                   help='comma-separated parts to measure: data, generator, discriminators, damsm, iteration (a whole training step, '
+                        'phase by phase), sampling (the shipped model) (default: all)')
     s.add_argument('--n', type=int, default=2000, help='images for the data benchmarks (default: 2000)')
     s.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    s.add_argument('--amp', default='', choices=['', 'bf16'], help="'bf16': the iteration under bfloat16 autocast (default: float32)")
+    s.add_argument('--amp', default=None, choices=['auto', 'bf16', 'off'],
+                   help="numerics of the iteration: 'auto' bfloat16 where native, else float32; 'bf16'; 'off' float32 (default: the preset's)")
+    s.add_argument('--checkpoint', action='store_true', help='the iteration with gradient checkpointing of the refinement stages (train.checkpoint)')
+    s.add_argument('--device', default=None, help="cpu or cuda (default: the GPU when there is one, else the CPU)")
     s.set_defaults(func=cmd_bench)
 
 class OneLineParser(argparse.ArgumentParser):

@@ -117,7 +117,8 @@ class TrainConfig:
     sample_every: int = 500         # write a sample grid every this many generator steps
     ckpt_every: int = 1000          # write a checkpoint every this many generator steps
     threads: int = 0                # torch CPU threads (0 = leave torch's default)
-    amp: str = ''                   # '' (float32) or 'bf16': bfloat16 autocast for G, D and the losses (beyond the paper; opt-in)
+    amp: str = 'auto'               # 'auto' (bf16 where native, else float32), 'bf16' or '' (float32): autocast of G, D and the losses (beyond the paper)
+    checkpoint: bool = False        # recompute the refinement stages in G's backward (gradient checkpointing): less memory, more time
 
 # %% ../nbs/00_config.ipynb #8859c2fb
 def _is_int(v) -> bool:
@@ -222,7 +223,8 @@ RULES[GANConfig] = dict(
 RULES[TrainConfig] = dict(
     batch_size=_int(2),                         # BatchNorm needs two samples to normalise over in training
     epochs=_int(1), lr_g=_positive, lr_d=_positive, betas=check_betas, ema=_unit, seed=_seed,
-    sample_every=_int(1), ckpt_every=_int(1), threads=_int(0), amp=_one_of('', 'bf16'))
+    sample_every=_int(1), ckpt_every=_int(1), threads=_int(0), amp=_one_of('', 'bf16', 'auto'),
+    checkpoint=_kind('bool'))
 
 # %% ../nbs/00_config.ipynb #2f9563aa
 _SECTIONS = dict(data=DataConfig, text=TextConfig, damsm=DAMSMConfig, gan=GANConfig, train=TrainConfig)
@@ -333,7 +335,7 @@ def tiny() -> Config:
                   text=TextConfig(emb_dim=16, hidden_dim=8),
                   damsm=DAMSMConfig(image_encoder='cnn', image_size=32, cnn_width=8, batch_size=8, epochs=1),
                   gan=GANConfig(sizes=(16, 32), z_dim=8, cond_dim=8, ngf=4, ndf=4, n_res=1),
-                  train=TrainConfig(batch_size=4, epochs=1, sample_every=2, ckpt_every=2))
+                  train=TrainConfig(batch_size=4, epochs=1, sample_every=2, ckpt_every=2, amp=''))   # float32: the same numbers on every machine
 
 # %% ../nbs/00_config.ipynb #8209827f
 PRESETS = dict(birds=birds, coco=coco, demo=demo, tiny=tiny)

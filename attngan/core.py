@@ -9,13 +9,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from fastcore.basics import patch
+import contextlib
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from .attention import WordAttention, channel_attention
 from .config import InvalidInput, check_choice
 
 # %% auto #0
 __all__ = ['init_weights', 'n_params', 'ConditioningAugmentation', 'kl_loss', 'conv3x3', 'join_block', 'up_block', 'ResBlock',
            'SubPixelUp', 'DenseBlock', 'ChannelWordAttention', 'init_stage_channels', 'InitStage', 'NextStage',
-           'ToImage', 'GeneratorOutput', 'Generator']
+           'ToImage', 'GeneratorOutput', 'Generator', 'frozen_batchnorm_stats']
 
 # %% ../nbs/05_core.ipynb #61576cb4
 def init_weights(module: nn.Module) -> nn.Module:
@@ -222,6 +224,7 @@ class Generator(nn.Module):
         n, ins = len(self.sizes) - 1, self.sizes[:-1]          # refinement stages, the sizes they refine
         self.next_stages = nn.ModuleList([make(ins)] * n if g.share_refine and n else [make((s,)) for s in ins])
         self.to_images = nn.ModuleList([ToImage(g.ngf) for _ in self.sizes])
+        self.checkpoint = cfg.train.checkpoint                  # recompute the refinement stages in the backward pass
         init_weights(self)
         for m in self.modules():
             if isinstance(m, SubPixelUp): m.icnr_()             # ICNR again, over the orthogonal init
@@ -230,6 +233,29 @@ class Generator(nn.Module):
         "The vector stage i joins: condition and/or noise, or None."
         parts = ([c] if self.sentence_to_refine else []) + ([noise[i]] if self.noise_every_stage else [])
         return torch.cat(parts, 1) if parts else None
+
+# %% ../nbs/05_core.ipynb #5d9ebc97
+@contextlib.contextmanager
+def frozen_batchnorm_stats(module: nn.Module):
+    "BatchNorm layers inside still normalise by the batch, but their running statistics and counters stay as they are."
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    for m in bns: m.momentum = 0.0                    # running = (1 - 0) * running + 0 * batch
+    try: yield
+    finally:
+        for m, (mom, n) in zip(bns, saved):
+            m.momentum = mom
+            if n is not None: m.num_batches_tracked.copy_(n)
+
+@patch
+def _stage(self: Generator, stage: nn.Module, *args):
+    "`stage(*args)`; with `self.checkpoint` in training, recomputed in the backward pass instead of stored."
+    if not (self.checkpoint and self.training and torch.is_grad_enabled()): return stage(*args)
+    calls = []
+    def run(*a):
+        with frozen_batchnorm_stats(stage) if calls else contextlib.nullcontext():   # the rerun: statistics counted once
+            calls.append(1); return stage(*a)
+    return grad_checkpoint(run, *args, use_reentrant=False)
 
 # %% ../nbs/05_core.ipynb #e26df532
 @patch
@@ -251,6 +277,6 @@ def forward(self: Generator,
     h = self.init_stage(z, c)                           # (B, ngf, s0, s0)
     images, attention = [self.to_images[0](h)], []
     for i, stage in enumerate(self.next_stages):
-        h, attn = stage(h, words, mask, self._extra(c, noise, i))   # (B, ngf, 2s, 2s), (B, T, s, s)
+        h, attn = self._stage(stage, h, words, mask, self._extra(c, noise, i))   # (B, ngf, 2s, 2s), (B, T, s, s)
         images.append(self.to_images[i + 1](h)); attention.append(attn)
     return GeneratorOutput(images, attention, mu, logvar)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #573b40eb
 from __future__ import annotations
-import argparse, contextlib, copy, json, math, os, random, re, sys, time
+import argparse, contextlib, copy, functools, json, math, os, random, re, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -26,14 +26,15 @@ from .files import atomic_write, atomic_torch_save, atomic_write_text, RunLock, 
 
 # %% auto #0
 __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'DistInfo', 'bare', 'DiscriminatorLoss',
-           'WordDiscriminatorLoss', 'TrainState', 'seeded_init', 'build_state', 'autocast', 'd_step', 'g_step',
-           'ema_update', 'ema_decay', 'real_regions', 'word_d_step', 'train_step', 'step_inputs', 'fixed_batch',
-           'sample_fixed', 'plot_samples', 'plot_attention', 'plot_losses', 'setup_distributed', 'EpochBatchSampler',
-           'seeded_sample', 'SeededSamples', 'train_loader', 'batch_stream', 'save_figure', 'write_samples',
-           'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict', 'save_checkpoint', 'load_train_state',
-           'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings',
-           'load_run_damsm', 'run_settings', 'run_data', 'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite',
-           'after_step', 'end_run', 'timing', 'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
+           'WordDiscriminatorLoss', 'TrainState', 'seeded_init', 'native_bf16', 'uses_bf16', 'numerics', 'build_state',
+           'autocast', 'no_timer', 'd_step', 'default_threads', 'g_step', 'ema_update', 'ema_decay', 'real_regions',
+           'word_d_step', 'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples', 'plot_attention',
+           'plot_losses', 'setup_distributed', 'EpochBatchSampler', 'seeded_sample', 'SeededSamples', 'train_loader',
+           'batch_stream', 'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states',
+           'train_state_dict', 'save_checkpoint', 'load_train_state', 'restore', 'data_root', 'check_new_run',
+           'clear_run', 'config_diff', 'same_weights', 'check_resume_settings', 'load_run_damsm', 'run_settings',
+           'run_data', 'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run',
+           'timing', 'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -114,9 +115,32 @@ def seeded_init(seed: int):
         torch.default_generator.manual_seed(seed)    # ... and only the CPU generator is seeded (no GPU's)
         yield
 
+# %% ../nbs/07_train.ipynb #3f92490a
+@functools.cache
+def native_bf16(device) -> bool:
+    "Does `device` compute in bfloat16 natively: a GPU with bfloat16 support, or a CPU with AMX or AVX512-BF16?"
+    dev = torch.device(device)
+    if dev.type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type == 'cpu': return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return False
+
+def uses_bf16(cfg: Config, device) -> bool:
+    "True when a run with `cfg` computes its forward passes in bfloat16 on `device`: amp 'bf16', or 'auto' where it is native."
+    a = cfg.train.amp
+    if a not in ('', 'bf16', 'auto'): raise InvalidInput(f"Unknown cfg.train.amp {a!r}; choose 'auto', 'bf16' or '' (float32).")
+    return a == 'bf16' or (a == 'auto' and native_bf16(str(device)))
+
+def numerics(cfg: Config, device) -> str:
+    "The run's numerics in words, for its log."
+    return ('bfloat16 autocast' + (' (auto: native here)' if cfg.train.amp == 'auto' else '')) if uses_bf16(cfg, device) else \
+           ('float32' + (' (auto: no native bfloat16 here)' if cfg.train.amp == 'auto' else ''))
+
+
 # %% ../nbs/07_train.ipynb #5e84ba59
 def build_state(cfg: Config, vocab: Vocab, text_encoder: nn.Module, image_encoder: nn.Module,
-                dd: DistInfo = DistInfo()) -> TrainState:
+                dd: DistInfo = DistInfo(),
+                fast: bool = True,     # the measured speed-ups (12_bench): fused Adam; channels-last Ds and image encoder under bfloat16
+               ) -> TrainState:
     "Fresh G, EMA copy, Ds (and word D) and their Adams around a frozen DAMSM; wrapped in DDP when there are several processes."
     dev, t = dd.device, cfg.train
     for enc in (text_encoder, image_encoder): enc.to(dev).eval().requires_grad_(False)
@@ -124,6 +148,9 @@ def build_state(cfg: Config, vocab: Vocab, text_encoder: nn.Module, image_encode
         G, Ds = Generator(cfg).to(dev), build_discriminators(cfg).to(dev)
         WD = build_word_discriminator(cfg)                 # None unless cfg.gan.word_disc > 0 (drawn after G and the Ds)
     WD = None if WD is None else WD.to(dev)
+    if fast and uses_bf16(cfg, dev):                       # oneDNN's bfloat16 convolutions are faster channels-last; G's BatchNorm backward is not
+        for D in Ds: D.channels_last_()
+        image_encoder.to(memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     d_losses = [DiscriminatorLoss(D, cfg) for D in Ds]
     wd_loss = None if WD is None else WordDiscriminatorLoss(WD, cfg.gan.gan_loss)
@@ -131,34 +158,50 @@ def build_state(cfg: Config, vocab: Vocab, text_encoder: nn.Module, image_encode
         ids = [dev.index] if dev.type == 'cuda' else None
         G, d_losses = DDP(G, device_ids=ids), [DDP(d, device_ids=ids) for d in d_losses]
         if wd_loss is not None: wd_loss = DDP(wd_loss, device_ids=ids)
-    adam = lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=tuple(t.betas))
+    fused = fast and dev.type in ('cpu', 'cuda')           # one kernel per step instead of a dozen passes over the weights
+    adam = lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=tuple(t.betas), fused=fused or None)
     opt_g, opt_ds = adam(G.parameters(), t.lr_g), [adam(D.parameters(), t.lr_d) for D in Ds]
     return TrainState(cfg, vocab, text_encoder, image_encoder, G, G_ema, Ds, d_losses, opt_g, opt_ds, dd,
                       WD=WD, wd_loss=wd_loss, opt_wd=None if WD is None else adam(WD.parameters(), t.lr_d))
 
 # %% ../nbs/07_train.ipynb #d42b2210
 def autocast(cfg: Config, device):
-    "bfloat16 autocast when `cfg.train.amp == 'bf16'` (forward passes only; weights and optimisers stay float32)."
-    if cfg.train.amp not in ('', 'bf16'): raise InvalidInput(f"Unknown cfg.train.amp {cfg.train.amp!r}; choose '' (float32) or 'bf16'.")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train.amp == 'bf16')
+    "bfloat16 autocast when `uses_bf16(cfg, device)` (forward passes only; weights and optimisers stay float32)."
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device))
 
-def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent, amp=contextlib.nullcontext) -> dict:
+def no_timer(name: str):
+    "The default `timer` of the steps: times nothing (12_bench passes one that times and counts each phase)."
+    return contextlib.nullcontext()
+
+def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent, amp=contextlib.nullcontext, timer=no_timer) -> dict:
     "Update each stage's discriminator on its real images vs the detached fakes, paper Eq. 5; return the losses (and MA-GP's share)."
     logs, gp = {}, []
     for i, (d_loss, opt, real, fake) in enumerate(zip(d_losses, opt_ds, reals, fakes)):
-        with amp(): loss, terms = d_loss(real, fake.detach(), sent, parts=True)   # discriminator_loss of stage i, Eq. 5
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with timer(f'D{i} step'):
+            with amp(): loss, terms = d_loss(real, fake.detach(), sent, parts=True)   # discriminator_loss of stage i, Eq. 5
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)                       # D's gradients are not needed in the G step: free them
         logs[f'D{i}'] = loss.detach()
         if 'ma_gp' in terms: gp.append(terms['ma_gp'])           # cfg.gan.ma_gp > 0: the penalty inside D{i}
     logs['D'] = sum(logs.values())
     if gp: logs['GP'] = sum(gp)
     return logs
 
+# %% ../nbs/07_train.ipynb #7b158789
+def default_threads() -> int:
+    "The cores this process may use: its CPU affinity, capped by a cgroup CPU quota when there is one."
+    n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    try:
+        quota, period = Path('/sys/fs/cgroup/cpu.max').read_text().split()[:2]
+        if quota != 'max': n = min(n, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError): pass
+    return max(1, n)
+
 # %% ../nbs/07_train.ipynb #ed459196
 def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, class_ids, cfg: Config,
-           amp=contextlib.nullcontext, WD: nn.Module | None = None, regions_real=None) -> dict:
+           amp=contextlib.nullcontext, WD: nn.Module | None = None, regions_real=None, timer=no_timer) -> dict:
     "Update G: adversarial loss of every stage + lambda * DAMSM on the last stage + KL of CA, paper Eq. 3-4 (+ cfg.gan's options)."
     g = cfg.gan
     if g.word_disc and WD is None: raise InvalidInput("cfg.gan.word_disc > 0 needs the word discriminator: pass WD.")
@@ -167,9 +210,10 @@ def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, c
     for D in judges: D.requires_grad_(False)                      # the Ds judge here; their weights stay put
     adv_loss = g_adv_loss_for(cfg)                                # generator_adv_loss unless cfg.gan.gan_loss == 'hinge'
     with amp():
-        adv = sum(adv_loss(D, img, sent) for D, img in zip(Ds, fake.images))   # sum_i L_Gi, Eq. 4
-        regions, glob = image_encoder(fake.images[-1])            # (B, D, h, w), (B, D): frozen DAMSM
-        damsm = damsm_loss(regions.float(), glob.float(), words, sent, mask, class_ids, cfg).loss   # words + sentence
+        with timer('G loss: Ds on fakes'): adv = sum(adv_loss(D, img, sent) for D, img in zip(Ds, fake.images))   # sum_i L_Gi, Eq. 4
+        with timer('G loss: DAMSM'):
+            regions, glob = image_encoder(fake.images[-1])        # (B, D, h, w), (B, D): frozen DAMSM
+            damsm = damsm_loss(regions.float(), glob.float(), words, sent, mask, class_ids, cfg).loss   # words + sentence
         g_word = None if WD is None else word_g_loss(WD, regions, words, mask, kind=g.gan_loss)   # ControlGAN's word D
     kl = kl_loss(fake.mu.float(), fake.logvar.float())
     loss = adv.float() + cfg.gan.lambda_damsm * damsm.float() + cfg.gan.kl_weight * kl  # Eq. 3 (+ CA's KL)
@@ -179,8 +223,8 @@ def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, c
         perc = (regions.float() - regions_real.float()).pow(2).mean()
         loss = loss + g.perceptual * perc; extra['G_perc'] = perc.detach()
     opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_g.step()
+    with timer('G backward'): loss.backward()
+    with timer('G Adam'): opt_g.step()
     for D in judges: D.requires_grad_(True)
     return dict(G=loss.detach(), G_adv=adv.detach(), DAMSM=damsm.detach(), KL=kl.detach(), **extra)
 
@@ -211,22 +255,23 @@ def word_d_step(wd_loss: nn.Module, opt_wd, image_encoder: nn.Module, regions_re
     opt_wd.step()
     return dict(WD=loss.detach())
 
-def train_step(st: TrainState, reals: list, captions, lengths, mask, class_ids, nz: dict, amp=contextlib.nullcontext) -> dict:
+def train_step(st: TrainState, reals: list, captions, lengths, mask, class_ids, nz: dict, amp=contextlib.nullcontext,
+               timer=no_timer) -> dict:
     "One AttnGAN iteration on a batch with noise `nz` (`draw_noise`): every D, then G, then the EMA; the step's losses."
     # 1. text features from the frozen DAMSM text encoder
-    with torch.no_grad(): words, sent = st.text_encoder(captions, lengths)        # (B, D, T), (B, D)
+    with timer('text encoder'), torch.no_grad(): words, sent = st.text_encoder(captions, lengths)   # (B, D, T), (B, D)
     # 2. images of every stage from the noise
-    with amp(): fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
+    with timer('G forward'), amp(): fake = st.G(nz['z'], sent, words, mask, eps=nz['eps'], noise=nz['noise'])
     # 3. each discriminator: real images of its size vs the detached fakes (Eq. 5); the word D when there is one
-    losses = d_step(st.d_losses, st.opt_ds, reals, fake.images, sent, amp)
+    losses = d_step(st.d_losses, st.opt_ds, reals, fake.images, sent, amp, timer)
     need = st.WD is not None or st.cfg.gan.perceptual                               # options beyond the paper
     r_real = real_regions(st.image_encoder, reals[-1], amp) if need else None       # (B, D, h, w)
     if st.WD is not None: losses |= word_d_step(st.wd_loss, st.opt_wd, st.image_encoder, r_real, fake.images[-1], words, mask, amp)
     # 4. the generator: adversarial at every stage + lambda * DAMSM on the last + KL (Eq. 3-4)
     losses |= g_step(fake, st.Ds, st.opt_g, st.image_encoder, words, sent, mask, class_ids, st.cfg, amp,
-                     WD=st.WD, regions_real=r_real)
+                     WD=st.WD, regions_real=r_real, timer=timer)
     # 5. the EMA copy of G that samples are drawn from
-    ema_update(st.G_ema, bare(st.G), ema_decay(st.cfg.train.ema, st.step))
+    with timer('EMA'): ema_update(st.G_ema, bare(st.G), ema_decay(st.cfg.train.ema, st.step))
     return losses
 
 # %% ../nbs/07_train.ipynb #819cd437
@@ -516,7 +561,7 @@ def clear_run(out) -> list[Path]:
     return gone
 
 # %% ../nbs/07_train.ipynb #483d9fda
-RESUME_FREE = ('name', 'data.root', 'data.num_workers', 'train.threads', 'train.amp')   # may differ when a run is resumed
+RESUME_FREE = ('name', 'data.root', 'data.num_workers', 'train.threads', 'train.amp', 'train.checkpoint')   # may differ when a run is resumed
 
 def config_diff(old: Config, new: Config, skip=RESUME_FREE) -> list[str]:
     "The settings that differ, as 'section.key: old -> new', GAN and training settings first."
@@ -604,10 +649,11 @@ def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = Di
     out = Path(out).expanduser()
     cfg, text_enc, img_enc, vocab, saved = run_settings(cfg, out, damsm, resume, dd, overwrite)
     if dd.world > 1: torch_dist.barrier()                  # every process has checked `out` before rank 0 writes there
-    if cfg.train.threads: torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(cfg.train.threads or min(torch.get_num_threads(), default_threads()))
     if cfg.data.bucket_by_length: log("Note: cfg.data.bucket_by_length is not used here; GAN batches are plain random draws.")
     root, ds = run_data(cfg, data, vocab, dd, progress)
     if dd.main: log(f"data: {ds.report}")                 # what was read and skipped opens the log
+    if dd.main: log(f"numerics: {numerics(cfg, dd.device)}" + (f", {torch.get_num_threads()} CPU thread(s)" if dd.device.type == 'cpu' else ''))
     if text_enc is None:                                   # no DAMSM given: untrained encoders, same on every rank
         vocab = ds.vocab
         with seeded_init(mix_seed(cfg.train.seed, 4)): text_enc, img_enc = text_encoder(vocab.itos, cfg.text), image_encoder(cfg)
@@ -740,7 +786,7 @@ def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None
     if minutes is not None: check_positive('--minutes', minutes)
     if steps is not None: check_positive('--steps', steps, integer=True)
     if seed is not None: check_range('--seed', seed, 0, 2**63, integer=True, hi_open=True, what='an integer in [0, 2**63)')
-    if amp is not None: check_choice('--amp', amp, ('bf16', 'off'))
+    if amp is not None: check_choice('--amp', amp, ('auto', 'bf16', 'off'))
     sets = [*(sets or ()), *([f"train.amp={'' if amp == 'off' else amp}"] if amp is not None else [])]
     if damsm is not None and not resume and (own := [s for s in sets if s.split('.')[0].strip() in ('text', 'damsm')]):
         raise InvalidInput(f"--set {own[0]}: with --damsm the text and DAMSM settings are those of {damsm}/config.json; drop that --set.")
@@ -768,7 +814,8 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=None, help="random seed (default: the preset's)")
     p.add_argument('--set', action='append', default=[], dest='sets', metavar='SECTION.KEY=VALUE',
                    help="change one setting of the preset (repeatable), e.g. --set gan.spectral_norm=true --set train.batch_size=16")
-    p.add_argument('--amp', default=None, choices=['bf16', 'off'], help="'bf16': bfloat16 autocast (train.amp); 'off': float32 (default: the preset's)")
+    p.add_argument('--amp', default=None, choices=['auto', 'bf16', 'off'],
+                   help="train.amp: 'auto' bfloat16 where the hardware has it natively, else float32; 'bf16'; 'off' float32 (default: the preset's, 'auto' but for tiny)")
     return p
 
 def main_train(argv=None) -> int:

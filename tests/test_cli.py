@@ -1,7 +1,7 @@
 "The `attngan` command end to end on the tiny() preset: pretrain-damsm -> train -> sample, and its one-line errors."
 import subprocess, sys
 from pathlib import Path
-import pytest
+import pytest, torch
 from _cli import run                      # tests/_cli.py: `attngan ARGS` in a subprocess
 
 
@@ -223,3 +223,16 @@ def test_pretrained_text_encoder_end_to_end(tmp_path):
     r = run('sample', 'this bird has a red crown and a white belly', '--run', d/'gan', '--out', d/'s', '--n', 1)
     assert r.returncode == 0, r.stderr
     assert len(list((d/'s').glob('*px.png'))) == 2
+
+
+def test_bench_iteration_table_and_device(capsys):
+    "`bench --parts iteration` prints the phase table with FLOPs and the fraction of the peak; a device it cannot use is one sentence."
+    rc, out, err = in_process(capsys, 'bench', '--preset', 'tiny', '--parts', 'iteration', '--threads', '1')
+    assert rc == 0, err
+    assert 'training iteration' in out and 'matmul peak' in out and 'of peak' in out
+    for phase in ('G forward', 'D0 step', 'G loss: DAMSM', 'G backward', 'iteration'): assert phase in out, phase
+    if not torch.cuda.is_available():
+        rc, out, err = in_process(capsys, 'bench', '--preset', 'tiny', '--parts', 'iteration', '--device', 'cuda')
+        assert rc != 0 and 'Traceback' not in err and 'no CUDA GPU is visible to torch here' in err, err
+    rc, out, err = in_process(capsys, 'bench', '--preset', 'tiny', '--parts', 'iteration', '--device', 'tpu')
+    assert rc != 0 and 'Traceback' not in err and "Unknown device 'tpu'" in err, err

@@ -92,7 +92,7 @@ GOOD = {
     ('gan', 'perceptual'): [0, 1.0], ('gan', 'gan_loss'): ['bce', 'hinge'], ('gan', 'ma_gp'): [0, 2], ('gan', 'ma_gp_power'): [6, 0.5],
     ('train', 'batch_size'): [2, 16], ('train', 'epochs'): [1], ('train', 'lr_g'): [1, 1e-3], ('train', 'lr_d'): [1],
     ('train', 'betas'): [(0, 0), [0.9, 0.999], (0.0, 0.5)], ('train', 'ema'): [0, 0.9], ('train', 'seed'): [0, 2**63 - 1],
-    ('train', 'sample_every'): [1], ('train', 'ckpt_every'): [1], ('train', 'threads'): [0, 1], ('train', 'amp'): ['', 'bf16'],
+    ('train', 'sample_every'): [1], ('train', 'ckpt_every'): [1], ('train', 'threads'): [0, 1], ('train', 'amp'): ['', 'bf16', 'auto'],
 }
 WRONG_TYPE = dict(int=['8', 8.0, True, False, None, [8]], float=['0.5', True, False, None, [0.5], {'v': 1}],
                   bool=[1, 0, 'true', None, 1.0], str=[3, None, True, ['cnn']], tuple=['64,128', 64, None, {'a': 1}, True])
@@ -168,7 +168,7 @@ def test_example_sentence():
     assert refusal(edited('gan', 'ngf', -4)) == 'config.gan.ngf must be a positive integer (got -4).'
     assert refusal(edited('text', 'dropout', 1)) == 'config.text.dropout must be a number in [0, 1) (got 1).'
     assert refusal(edited('data', 'words_percentile', 0)) == 'config.data.words_percentile must be a number in (0, 100] (got 0).'
-    assert refusal(edited('train', 'amp', 'fp16')) == "config.train.amp must be one of '', 'bf16' (got 'fp16')."
+    assert refusal(edited('train', 'amp', 'fp16')) == "config.train.amp must be one of '', 'bf16', 'auto' (got 'fp16')."
 
 
 @pytest.mark.parametrize('name', sorted(PRESETS))
