@@ -121,7 +121,9 @@ def native_bf16(device) -> bool:
     "Does `device` compute in bfloat16 natively: a GPU with bfloat16 support, or a CPU with AMX or AVX512-BF16?"
     dev = torch.device(device)
     if dev.type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if dev.type == 'cpu': return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    if dev.type == 'cpu':                                  # x86 only: AMX (Sapphire Rapids on) or AVX512-BF16 (Cooper Lake on)
+        probes = [getattr(torch.cpu, f, None) for f in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]
+        return any(p() for p in probes if p is not None)
     return False
 
 def uses_bf16(cfg: Config, device) -> bool:
