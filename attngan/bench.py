@@ -11,8 +11,8 @@ import numpy as np, torch
 from .config import Config, InvalidInput, preset
 
 # %% auto #0
-__all__ = ['DEVICE_ENV', 'ALL_PARTS', 'BenchRow', 'peak_rss_mib', 'timeit', 'format_table', 'bench_data', 'matmul_peak', 'Phases',
-           'bench_generator', 'bench_discriminator', 'bench_damsm_loss', 'iteration_setup', 'bench_iteration',
+__all__ = ['DEVICE_ENV', 'ALL_PARTS', 'BenchRow', 'peak_rss_mib', 'timeit', 'format_table', 'bench_data', 'bench_generator',
+           'bench_discriminator', 'bench_damsm_loss', 'matmul_peak', 'Phases', 'iteration_setup', 'bench_iteration',
            'format_phases', 'bench_sampling', 'in_fresh_process', 'bench_models', 'use_device', 'run_bench']
 
 # %% ../nbs/12_bench.ipynb #52408af2
@@ -93,30 +93,6 @@ def _text_features(cfg: Config, B: int, T: int, device):
     mask = (torch.arange(T)[None] < lengths[:, None]).to(device)
     return torch.randn(B, D, T, device=device), torch.randn(B, D, device=device), mask
 
-# %% ../nbs/12_bench.ipynb #3bf65ef1
-def matmul_peak(dtype=torch.float32, n: int = 4096, device=None) -> float:
-    "GFLOP/s of an n x n matrix product in `dtype` on `device`: the practical peak (median of at least 3 after a warm-up)."
-    dev = torch.device(device) if device else _device()
-    g = torch.Generator(device=dev).manual_seed(0)
-    a, b = (torch.randn(n, n, device=dev, generator=g).to(dtype) for _ in range(2))
-    def mm(): a @ b; _sync(dev)
-    return 2 * n**3 / timeit(mm, min_time=1.0, max_calls=20) / 1e9
-
-class Phases:
-    "A `timer` for `attngan.train.train_step`: the seconds and (with `count_flops`) the FLOPs of each named phase."
-    def __init__(self, device, count_flops: bool = False):
-        self.device, self.count_flops, self.seconds, self.flops = torch.device(device), count_flops, {}, {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        from torch.utils.flop_counter import FlopCounterMode
-        counter = FlopCounterMode(display=False) if self.count_flops else contextlib.nullcontext()
-        _sync(self.device); t0 = time.perf_counter()
-        with counter: yield
-        _sync(self.device)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-        if self.count_flops: self.flops[name] = self.flops.get(name, 0) + counter.get_total_flops()
-
 # %% ../nbs/12_bench.ipynb #b7361aba
 def bench_generator(cfg: Config, batch: int, T: int = 18) -> BenchRow:
     "Generator forward at every stage, no gradients."
@@ -161,6 +137,30 @@ def bench_damsm_loss(cfg: Config, batch: int | None = None, T: int = 18) -> Benc
     dt = timeit(step, min_time=2.0, max_calls=20)
     return BenchRow('DAMSM losses fwd+bwd', f'B={B} T={T} 17x17 regions', dt, B / dt, _peak(dev))
 
+# %% ../nbs/12_bench.ipynb #3bf65ef1
+def matmul_peak(dtype=torch.float32, n: int = 4096, device=None) -> float:
+    "GFLOP/s of an n x n matrix product in `dtype` on `device`: the practical peak (median of at least 3 after a warm-up)."
+    dev = torch.device(device) if device else _device()
+    g = torch.Generator(device=dev).manual_seed(0)
+    a, b = (torch.randn(n, n, device=dev, generator=g).to(dtype) for _ in range(2))
+    def mm(): a @ b; _sync(dev)
+    return 2 * n**3 / timeit(mm, min_time=1.0, max_calls=20) / 1e9
+
+class Phases:
+    "A `timer` for `attngan.train.train_step`: the seconds and (with `count_flops`) the FLOPs of each named phase."
+    def __init__(self, device, count_flops: bool = False):
+        self.device, self.count_flops, self.seconds, self.flops = torch.device(device), count_flops, {}, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False) if self.count_flops else contextlib.nullcontext()
+        _sync(self.device); t0 = time.perf_counter()
+        with counter: yield
+        _sync(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        if self.count_flops: self.flops[name] = self.flops.get(name, 0) + counter.get_total_flops()
+
 # %% ../nbs/12_bench.ipynb #0b755a16
 def iteration_setup(cfg: Config, batch: int, T: int = 18, fast: bool = True, device=None) -> tuple:
     "A fresh TrainState of `cfg` (random weights) on `device` and a `step(timer)` that runs one `train_step` on a fixed random batch."
@@ -188,7 +188,7 @@ def iteration_setup(cfg: Config, batch: int, T: int = 18, fast: bool = True, dev
 def bench_iteration(cfg: Config, batch: int, T: int = 18, calls: int = 3, fast: bool = True) -> BenchRow:
     "One full training iteration of `attngan.train` (text encoder, G, every D update, G update with DAMSM loss, EMA), phase by phase."
     from attngan.train import uses_bf16
-    st, step = iteration_setup(cfg, batch, T, fast)
+    _, step = iteration_setup(cfg, batch, T, fast)
     dev = _device()
     step()                                                                    # warm-up
     times, phases = [], []

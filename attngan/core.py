@@ -4,13 +4,12 @@
 
 # %% ../nbs/05_core.ipynb #e0b05956
 from __future__ import annotations
-import math
+import contextlib, math
 from dataclasses import dataclass
 import torch
 from torch import nn
-from fastcore.basics import patch
-import contextlib
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
+from fastcore.basics import patch
 from .attention import WordAttention, channel_attention
 from .config import InvalidInput, check_choice
 

@@ -27,14 +27,14 @@ from .files import atomic_write, atomic_torch_save, atomic_write_text, RunLock, 
 # %% auto #0
 __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'DistInfo', 'bare', 'DiscriminatorLoss',
            'WordDiscriminatorLoss', 'TrainState', 'seeded_init', 'native_bf16', 'uses_bf16', 'numerics', 'build_state',
-           'autocast', 'no_timer', 'd_step', 'default_threads', 'g_step', 'ema_update', 'ema_decay', 'real_regions',
-           'word_d_step', 'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples', 'plot_attention',
-           'plot_losses', 'setup_distributed', 'EpochBatchSampler', 'seeded_sample', 'SeededSamples', 'train_loader',
-           'batch_stream', 'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states',
-           'train_state_dict', 'save_checkpoint', 'load_train_state', 'restore', 'data_root', 'check_new_run',
-           'clear_run', 'config_diff', 'same_weights', 'check_resume_settings', 'load_run_damsm', 'run_settings',
-           'run_data', 'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run',
-           'timing', 'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
+           'autocast', 'no_timer', 'd_step', 'g_step', 'ema_update', 'ema_decay', 'real_regions', 'word_d_step',
+           'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples', 'plot_attention', 'plot_losses',
+           'setup_distributed', 'EpochBatchSampler', 'seeded_sample', 'SeededSamples', 'train_loader', 'batch_stream',
+           'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict',
+           'save_checkpoint', 'load_train_state', 'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff',
+           'same_weights', 'check_resume_settings', 'load_run_damsm', 'run_settings', 'run_data', 'default_threads',
+           'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'timing',
+           'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -181,25 +181,14 @@ def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent, amp=con
     for i, (d_loss, opt, real, fake) in enumerate(zip(d_losses, opt_ds, reals, fakes)):
         with timer(f'D{i} step'):
             with amp(): loss, terms = d_loss(real, fake.detach(), sent, parts=True)   # discriminator_loss of stage i, Eq. 5
-            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            opt.zero_grad(set_to_none=True)                       # D's gradients are not needed in the G step: free them
+            opt.zero_grad(set_to_none=True)                       # freed at once: the G step does not need D's gradients
         logs[f'D{i}'] = loss.detach()
         if 'ma_gp' in terms: gp.append(terms['ma_gp'])           # cfg.gan.ma_gp > 0: the penalty inside D{i}
     logs['D'] = sum(logs.values())
     if gp: logs['GP'] = sum(gp)
     return logs
-
-# %% ../nbs/07_train.ipynb #7b158789
-def default_threads() -> int:
-    "The cores this process may use: its CPU affinity, capped by a cgroup CPU quota when there is one."
-    n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    try:
-        quota, period = Path('/sys/fs/cgroup/cpu.max').read_text().split()[:2]
-        if quota != 'max': n = min(n, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError): pass
-    return max(1, n)
 
 # %% ../nbs/07_train.ipynb #ed459196
 def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, class_ids, cfg: Config,
@@ -643,6 +632,16 @@ def run_data(cfg: Config, data=None, vocab: Vocab | None = None, dd: DistInfo = 
     return root, CUBDataset(root, 'train', sizes=cfg.gan.sizes, vocab=vocab, max_words=d.max_words,
                             captions_per_image=d.captions_per_image, flip=d.flip, bbox_scale=d.bbox_scale, preload=True,
                             max_skipped=d.max_skipped)
+
+# %% ../nbs/07_train.ipynb #7b158789
+def default_threads() -> int:
+    "The cores this process may use: its CPU affinity, capped by a cgroup CPU quota when there is one."
+    n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    try:
+        quota, period = Path('/sys/fs/cgroup/cpu.max').read_text().split()[:2]
+        if quota != 'max': n = min(n, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError): pass
+    return max(1, n)
 
 # %% ../nbs/07_train.ipynb #462d0481
 def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = DistInfo(), progress=False, log=print,
