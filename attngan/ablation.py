@@ -72,7 +72,7 @@ def _default_pretrain(cfg, folder, epochs, log):
 
 def _default_eval(folder, log):
     from attngan.metrics import cli_evaluate
-    return cli_evaluate(folder, out=Path(folder)/'eval', progress=False, log=lambda *a, **k: None)
+    return cli_evaluate(folder, out=Path(folder)/'eval', progress=False, log=lambda *a, **k: None, stages=False)
 
 def _usage() -> tuple:
     "(wall seconds, CPU seconds, involuntary context switches) of this process so far."

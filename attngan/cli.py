@@ -63,7 +63,8 @@ def cmd_sample(a):
 def cmd_evaluate(a):
     "Score a trained run against held-out species: metrics.json and a one-page figure."
     from attngan.metrics import cli_evaluate
-    cli_evaluate(a.run, data=a.data, out=a.out, quick=a.quick, inception_weights=a.inception_weights, progress=not a.quiet)
+    cli_evaluate(a.run, data=a.data, out=a.out, quick=a.quick, inception_weights=a.inception_weights, progress=not a.quiet,
+                 stages=not a.last_stage)
 
 # %% ../nbs/11_cli.ipynb #b4e2d6f7
 def _names(text: str | None) -> list | None:
@@ -156,6 +157,7 @@ def _add_evaluate(sub):
     s.add_argument('--data', default=None, help="data folder: the run's synthetic birds (default), or a real data set in any layout `attngan check-data` reads (R-precision; IS and FID with --inception-weights)")
     s.add_argument('--out', default=None, help='folder for metrics.json and metrics.png (default: RUN/eval)')
     s.add_argument('--quick', action='store_true', help='fewer captions and samples, a shorter evaluation-DAMSM budget')
+    s.add_argument('--last-stage', action='store_true', help='measure the last stage only (default: every stage, each at its own size)')
     s.add_argument('--inception-weights', default=None, help='local torchvision Inception-v3 weights file for FID/KID on Inception features')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     s.set_defaults(func=cmd_evaluate)

@@ -87,7 +87,7 @@ def run_demo(out='runs/demo', minutes: float = 20.0, preset: str = 'demo', quiet
                    heldout=[str(p) for p in pics], samples=str(out/'samples'), losses=str(out/'losses.png'))
     if score:
         log("[5/5] headline numbers on held-out species (attngan evaluate --quick)")
-        m = cli_evaluate(out, data=root, quick=True, progress=not quiet, log=log)                # 5. numbers
+        m = cli_evaluate(out, data=root, quick=True, progress=not quiet, log=log, stages=False)  # 5. numbers
         summary['metrics'] = str(out/'eval'/'metrics.json')
     else:
         log(f"[5/5] skipped: no evaluator for {root} is cached or shipped; `attngan evaluate --run {out}` trains them (minutes) and scores the run.")

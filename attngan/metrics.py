@@ -20,19 +20,20 @@ from .synthbirds import (ATTRIBUTES, ATTR_VALUES, ATTR_PART, PARTS, SPECIES_ATTR
                                 load_part_map, synth_info, synth_cache_dir, synth_root, word_value)
 
 # %% auto #0
-__all__ = ['EVAL_VERSION', 'EVAL_DAMSM_SEED', 'INCEPTION_HINT', 'REAL_IMAGES_NOTE', 'QUICK_IMAGES', 'CAPTIONED_NOTE',
-           'crop_label_map', 'attribute_index', 'RealSet', 'load_real', 'is_synthetic_birds', 'real_layout',
-           'BirdEvaluator', 'evaluator_loss', 'train_evaluator', 'predict', 'evaluator_accuracy', 'metrics_cache_dir',
-           'save_evaluator', 'load_evaluator', 'load_or_train_evaluator', 'named_attributes', 'attribute_accuracy',
-           'shuffle_named', 'word_parts', 'attention_localisation', 'oracle_attention', 'one_attribute_edits',
-           'sentence_features', 'damsm_image_text', 'hard_r_precision', 'r_precision_scores', 'eval_damsm_config',
-           'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose', 'diversity', 'species_groups',
-           'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'knn_radii', 'in_manifold', 'precision_recall',
-           'kmeans', 'fit_concepts', 'concept_accuracy', 'concept_features', 'inception_score', 'inception_score_tm',
-           'InceptionLogits', 'generate', 'pick_captions', 'score_images', 'chance_floor', 'manifold_scores',
-           'evaluate_real', 'format_metrics', 'plot_metrics', 'write_metrics', 'evaluate', 'cli_evaluate',
-           'caption_pairs', 'StoredFeatures', 'image_stats', 'real_batches', 'generated_batches', 'captioned_rows',
-           'run_damsm', 'plot_captioned', 'format_captioned', 'evaluate_captioned']
+__all__ = ['EVAL_VERSION', 'EVAL_DAMSM_SEED', 'INCEPTION_HINT', 'REAL_IMAGES_NOTE', 'STAGE_PANELS', 'QUICK_IMAGES',
+           'CAPTIONED_NOTE', 'crop_label_map', 'attribute_index', 'RealSet', 'load_real', 'is_synthetic_birds',
+           'real_layout', 'BirdEvaluator', 'evaluator_loss', 'train_evaluator', 'predict', 'evaluator_accuracy',
+           'metrics_cache_dir', 'save_evaluator', 'load_evaluator', 'load_or_train_evaluator', 'named_attributes',
+           'attribute_accuracy', 'shuffle_named', 'word_parts', 'attention_localisation', 'oracle_attention',
+           'one_attribute_edits', 'sentence_features', 'damsm_image_text', 'hard_r_precision', 'r_precision_scores',
+           'eval_damsm_config', 'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose', 'diversity',
+           'species_groups', 'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'knn_radii', 'in_manifold',
+           'precision_recall', 'kmeans', 'fit_concepts', 'concept_accuracy', 'concept_features', 'inception_score',
+           'inception_score_tm', 'InceptionLogits', 'generate', 'pick_captions', 'score_images', 'chance_floor',
+           'manifold_scores', 'evaluate_real', 'format_metrics', 'plot_metrics', 'format_stages', 'plot_stages',
+           'write_metrics', 'evaluate', 'cli_evaluate', 'caption_pairs', 'StoredFeatures', 'image_stats',
+           'real_batches', 'generated_batches', 'captioned_rows', 'run_damsm', 'plot_captioned', 'format_captioned',
+           'evaluate_captioned']
 
 # %% ../nbs/09_metrics.ipynb #eb739299
 def crop_label_map(labels: np.ndarray,   # (H, W) uint8 label map of the full image
@@ -706,11 +707,11 @@ class InceptionLogits(InceptionFeatures):
 
 # %% ../nbs/09_metrics.ipynb #2009b263
 @torch.no_grad()
-def generate(pipe, captions: list, seed: int = 0, batch_size: int = 100, progress: bool = False) -> dict:
-    "Last-stage images (N, 3, s, s) uint8, last refinement stage's attention (N, T, h, w) and tokens; own noise per image."
+def generate(pipe, captions: list, seed: int = 0, batch_size: int = 100, progress: bool = False, stages: bool = False) -> dict:
+    "Last-stage images (N, 3, s, s) uint8, last refinement stage's attention (N, T, h, w) and tokens; own noise per image. `stages`: every stage's too."
     from attngan.sample import encode_captions, to_uint8
     cfg, dev, g = pipe.cfg, pipe.device, torch.Generator().manual_seed(seed)
-    ims, atts, toks = [], [], []
+    ims, atts, toks = [[] for _ in cfg.gan.sizes], [[] for _ in cfg.gan.sizes[1:]], []
     starts = range(0, len(captions), batch_size)
     for i in (progress_bar(starts) if progress else starts):
         caps, lengths, mask, tk, _ = encode_captions(pipe.vocab, captions[i:i + batch_size], cfg.data.max_words)
@@ -719,11 +720,14 @@ def generate(pipe, captions: list, seed: int = 0, batch_size: int = 100, progres
         z, eps = torch.randn(B, cfg.gan.z_dim, generator=g), torch.randn(B, cfg.gan.cond_dim, generator=g)
         noise = [torch.randn(B, cfg.gan.z_dim, generator=g).to(dev) for _ in cfg.gan.sizes[1:]] if cfg.gan.noise_every_stage else None
         out = pipe.G(z.to(dev), sent, words, mask.to(dev), eps=eps.to(dev), noise=noise)
-        ims.append(torch.from_numpy(to_uint8(out.images[-1])).permute(0, 3, 1, 2)); toks += tk
-        if out.attention: atts.append(out.attention[-1].float().cpu())
+        for k in (range(len(ims)) if stages else [-1]): ims[k].append(torch.from_numpy(to_uint8(out.images[k])).permute(0, 3, 1, 2))
+        for k in (range(len(atts)) if stages else [-1])[:len(out.attention)]: atts[k].append(out.attention[k].float().cpu())
+        toks += tk
     T = max(len(t) for t in toks)
-    attn = torch.cat([F.pad(a, (0, 0, 0, 0, 0, T - a.shape[1])) for a in atts]) if atts else None
-    return dict(images=torch.cat(ims), attention=attn, tokens=toks)
+    pad = lambda a: torch.cat([F.pad(x, (0, 0, 0, 0, 0, T - x.shape[1])) for x in a]) if a else None
+    r = dict(images=torch.cat(ims[-1]), attention=pad(atts[-1]) if atts else None, tokens=toks)
+    if stages: r |= dict(stage_images=[torch.cat(i) for i in ims], stage_attention=[None] + [pad(a) for a in atts])
+    return r
 
 # %% ../nbs/09_metrics.ipynb #49020950
 def pick_captions(real: RealSet, n: int, seed: int = 0) -> tuple:
@@ -830,12 +834,13 @@ def evaluate_real(data_root, size: int = 64, n_captions: int = 1000, n_diverse: 
     return r | _real_spread(real, evaluator, idx, s['named'], n_diverse, n_samples, seed)
 
 # %% ../nbs/09_metrics.ipynb #9eda90df
-def _generate_sets(pipe, real: RealSet, idx, cap, n_diverse: int, n_samples: int, seed: int = 0, progress: bool = False) -> tuple:
-    "(one image per chosen caption, n_samples images of each of the first n_diverse captions, seconds taken)."
+def _generate_sets(pipe, real: RealSet, idx, cap, n_diverse: int, n_samples: int, seed: int = 0, progress: bool = False,
+                   stages: bool = False) -> tuple:
+    "(one image per chosen caption, n_samples images of each of the first n_diverse captions, seconds taken); `stages`: every stage's."
     t0 = time.perf_counter()
-    gen = generate(pipe, [real.captions[i][c] for i, c in zip(idx, cap)], seed, progress=progress)
+    gen = generate(pipe, [real.captions[i][c] for i, c in zip(idx, cap)], seed, progress=progress, stages=stages)
     n_div = min(n_diverse, len(idx))
-    gen_div = generate(pipe, [real.captions[idx[k]][cap[k]] for k in range(n_div) for _ in range(n_samples)], seed + 1)
+    gen_div = generate(pipe, [real.captions[idx[k]][cap[k]] for k in range(n_div) for _ in range(n_samples)], seed + 1, stages=stages)
     return gen, gen_div, time.perf_counter() - t0
 
 # %% ../nbs/09_metrics.ipynb #6fda75ae
@@ -974,52 +979,120 @@ def plot_metrics(m: dict, gen: dict | None = None, gts: list | None = None, widt
     if gen is not None: _panel_samples(fig, gs[2, :], gen, gts)
     return fig
 
+# %% ../nbs/09_metrics.ipynb #cd702b63
+def format_stages(m: dict) -> str:
+    "Every stage of an `evaluate` result side by side: generated (real images at that size) per row, and the last stage's floor."
+    st = m.get('stages')
+    if not st: return ''
+    def f(v): return '-' if v is None else f"{v:.3g}"
+    sizes, last = list(st), st[list(st)[-1]]
+    cell = lambda r: f"{f(r['generated'])} ({f(r['real'])})" if r else '-'
+    head = f"{'measure':34s}" + ''.join(f"{s + ' px':>19s}" for s in sizes) + f"{'floor':>8s}"
+    lines = ['stage by stage: generated (real images at that size)', head, '-' * len(head)]
+    for k, r in last.items():
+        if isinstance(r, dict) and 'generated' in r:
+            name = k + ('' if r['higher_is_better'] else ' (lower is better)')
+            lines.append(f"{name:34s}" + ''.join(f"{cell(st[s].get(k)):>19s}" for s in sizes) + f"{f(r['floor']):>8s}")
+    for a, r in last.get('attribute_accuracy_per_attribute', {}).items():
+        lines.append(f"{'  ' + a:34s}" + ''.join(f"{cell(st[s].get('attribute_accuracy_per_attribute', {}).get(a)):>19s}" for s in sizes)
+                     + f"{f(r['floor']):>8s}")
+    return '\n'.join(lines)
+
+STAGE_PANELS = ('attribute_accuracy', 'pointing_game', 'r_precision', 'fid_evaluator', 'precision', 'recall', 'diversity_feature_distance')
+
+def plot_stages(m: dict, keys=STAGE_PANELS, width: float = 8.27):
+    "Small multiples over the stage size: generated (blue), real images at that size (green), floor (red); and each part's colour."
+    import matplotlib.pyplot as plt
+    st = m['stages']; sizes = [int(s) for s in st]
+    keys = [k for k in keys if k in st[str(sizes[-1])]]
+    fig, axs = plt.subplots(2, (len(keys) + 2) // 2, figsize=(width, width * 0.42), squeeze=False)
+    for ax, k in zip(axs.flat, keys):
+        rows = [(s, st[str(s)][k]) for s in sizes if k in st[str(s)]]
+        xs = [s for s, _ in rows]
+        for key, style, c, lab in (('generated', 'o-', 'C0', 'generated'), ('real', 's--', 'C2', 'real images'), ('floor', ':', 'C3', 'floor')):
+            ys = [r[key] if r[key] is not None else np.nan for _, r in rows]
+            ax.plot(xs, ys, style, color=c, label=lab, ms=3)
+        if not rows[-1][1]['higher_is_better']: ax.set_yscale('log')
+        ax.set_title(k.replace('_', ' ') + ('' if rows[-1][1]['higher_is_better'] else ' (lower better)'), fontsize=7)
+    ax = axs.flat[len(keys)]
+    for a in [a for a in ATTRIBUTES if a.endswith('_color')]:
+        ys = [st[str(s)]['attribute_accuracy_per_attribute'].get(a, {}).get('generated', np.nan) for s in sizes]
+        ax.plot(sizes, ys, 'o-', ms=3, label=a[:-6])
+    ax.set_title('each part colour (generated)', fontsize=7); ax.legend(fontsize=5, ncol=2)
+    for ax in axs.flat[:len(keys) + 1]:
+        ax.set_xscale('log', base=2); ax.set_xticks(sizes, [f'{s} px' for s in sizes]); ax.tick_params(labelsize=6); ax.minorticks_off()
+    for ax in axs.flat[len(keys) + 1:]: ax.axis('off')
+    axs.flat[0].legend(fontsize=5)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/09_metrics.ipynb #ff0e854e
 def write_metrics(m: dict, out, gen: dict | None = None, gts: list | None = None) -> Path:
-    "Write metrics.json and metrics.png (the one-page figure) into `out`."
+    "Write metrics.json and metrics.png (the one-page figure) into `out`; stages.png too for a result of several stages."
     import matplotlib.pyplot as plt
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     _atomic(out/'metrics.json', lambda p: p.write_text(json.dumps(m, indent=1)))
     fig = plot_metrics(m, gen, gts)
     _atomic(out/'metrics.png', lambda p: fig.savefig(p, dpi=110, format='png', bbox_inches='tight')); plt.close(fig)
+    if m.get('stages'):
+        fig = plot_stages(m)
+        _atomic(out/'stages.png', lambda p: fig.savefig(p, dpi=110, format='png', bbox_inches='tight')); plt.close(fig)
     return out
 
 # %% ../nbs/09_metrics.ipynb #7213ed41
+def _stage_rows(root, images, attention, div_images, tokens, real: RealSet, idx, cap, evaluator: BirdEvaluator, damsm,
+                n_samples: int, inception_weights=None, seed: int = 0, progress: bool = True, log=print) -> tuple:
+    "Every row of one stage's images (`real` at their size, `evaluator` of that size): (rows, the generated images' scores)."
+    size, sel = images.shape[-1], torch.as_tensor(idx)
+    gts, n_tok = [real.captions_gt[i][c] for i, c in zip(idx, cap)], [len(t) for t in tokens]
+    g = score_images(images, gts, n_tok, real.class_ids[sel], evaluator, damsm, attention, seed)
+    hw = attention.shape[-1] if attention is not None else size // 2
+    rl = evaluate_real(root, size, len(idx), len(div_images) // n_samples, n_samples, seed, evaluator, damsm if damsm is not None else False,
+                       None, hw, n_tok, real, progress=progress, log=log)
+    m = _text_rows(g, rl) | _diversity_rows(evaluator, dict(images=div_images), gts, n_tok, n_samples, rl) \
+        | _fid_rows(evaluator, real, images, rl, inception_weights, seed) | _is_rows(real.images[sel], images, inception_weights, seed) \
+        | _manifold_rows(evaluator, real, images, real.class_ids[sel], rl, seed)
+    return m, g
+
 def evaluate(pipe,                           # a Text2Image pipeline
              data_root,                      # the synthetic-birds set it was trained on, or a real data set (evaluate_captioned)
              n_captions: int = 1000,         # held-out captions (one image each) for accuracy, attention, R-precision, FID
              n_diverse: int = 50,            # captions drawn n_samples times for diversity
              n_samples: int = 10,            # samples per caption for diversity
              seed: int = 0,                  # seed of the captions drawn and of the noise
-             evaluator: BirdEvaluator | None = None,   # default: the cached one for this set and size (trained if missing)
+             evaluator=None,                 # BirdEvaluator of the last stage's size, or {size: BirdEvaluator}; default: the cached one of each size (trained if missing)
              eval_damsm=None,                # (text_enc, image_enc, cfg, vocab), a run folder, None = cached/trained (real data: the run's own), False = skip
              inception_weights=None,         # local torchvision inception_v3 state_dict: Inception FID/KID and the Inception Score
              cache_dir=None,                 # where evaluators live (default $ATTNGAN_CACHE)
              out=None,                       # folder for metrics.json and metrics.png
              damsm_minutes: float = 20,      # budget of the evaluation DAMSM's training, if it must be trained
              n_images: int = 30_000,         # real data sets only: images generated (the paper's 30,000)
+             stages: bool = True,            # synthetic birds: also every earlier stage, each at its own size (result['stages'])
              progress: bool = True, log=print) -> dict:
     "Attribute accuracy, attention localisation, R-precision, diversity, FID/KID, IS, precision/recall and visual concepts of a pipeline, beside real images and floors."
     if real_layout(data_root) is not None:                        # not synthetic birds: the paper's measures ("Real data sets")
         return evaluate_captioned(pipe, data_root, n_images, seed, eval_damsm, inception_weights, out, progress=progress, log=log)
-    root, size = _check_synth(data_root), pipe.cfg.gan.sizes[-1]
-    if evaluator is None: evaluator = load_or_train_evaluator(root, size, cache_dir, progress=progress, log=log)[0]
+    root, sizes = _check_synth(data_root), list(pipe.cfg.gan.sizes)
+    keep = range(len(sizes)) if stages else [len(sizes) - 1]
+    evs = evaluator if isinstance(evaluator, dict) else ({sizes[-1]: evaluator} if evaluator is not None else {})
+    for k in keep:
+        if sizes[k] not in evs: evs[sizes[k]] = load_or_train_evaluator(root, sizes[k], cache_dir, progress=progress, log=log)[0]
     damsm = _resolve_damsm(eval_damsm, root, cache_dir, damsm_minutes, progress, log)
-    real = load_real(root, 'test', size, progress=progress)
-    idx, cap = pick_captions(real, n_captions, seed)
-    gts, sel = [real.captions_gt[i][c] for i, c in zip(idx, cap)], torch.as_tensor(idx)
-    gen, gen_div, t_gen = _generate_sets(pipe, real, idx, cap, n_diverse, n_samples, seed, progress)
-    n_tok = [len(t) for t in gen['tokens']]
-    g = score_images(gen['images'], gts, n_tok, real.class_ids[sel], evaluator, damsm, gen['attention'], seed)
-    hw = gen['attention'].shape[-1] if gen['attention'] is not None else size // 2
-    rl = evaluate_real(root, size, n_captions, n_diverse, n_samples, seed, evaluator, damsm if damsm is not None else False,
-                       cache_dir, hw, n_tok, real, progress=progress, log=log)
-    m = _text_rows(g, rl) | _diversity_rows(evaluator, gen_div, gts, n_tok, n_samples, rl) | _fid_rows(evaluator, real, gen['images'], rl, inception_weights, seed) \
-        | _is_rows(real.images[sel], gen['images'], inception_weights, seed) | _manifold_rows(evaluator, real, gen['images'], real.class_ids[sel], rl, seed)
-    m['setup'] = dict(n_captions=len(idx), n_diverse=len(gen_div['images']) // n_samples, n_samples=n_samples, seed=seed, size=size,
+    reals = {s: load_real(root, 'test', s, progress=progress) for s in dict.fromkeys(sizes[k] for k in keep)}
+    idx, cap = pick_captions(reals[sizes[-1]], n_captions, seed)
+    gen, gen_div, t_gen = _generate_sets(pipe, reals[sizes[-1]], idx, cap, n_diverse, n_samples, seed, progress, stages=len(keep) > 1)
+    per, last = {}, None
+    for k in keep:
+        ims, div = (gen['stage_images'][k], gen_div['stage_images'][k]) if len(keep) > 1 else (gen['images'], gen_div['images'])
+        attn = gen['stage_attention'][k] if len(keep) > 1 else gen['attention']
+        per[sizes[k]], last = _stage_rows(root, ims, attn, div, gen['tokens'], reals[sizes[k]], idx, cap, evs[sizes[k]], damsm, n_samples,
+                                          inception_weights, seed, progress, log)
+    m = dict(per[sizes[-1]])
+    m['setup'] = dict(n_captions=len(idx), n_diverse=len(gen_div['images']) // n_samples, n_samples=n_samples, seed=seed, size=sizes[-1],
                       data=str(root), eval_damsm=damsm is not None, generation_seconds=round(t_gen, 1),
-                      evaluator_accuracy_on_real=evaluator_accuracy(evaluator, real)['attributes'])
-    if out is not None: write_metrics(m, out, gen | dict(parts=g['parts']), gts)
+                      evaluator_accuracy_on_real=evaluator_accuracy(evs[sizes[-1]], reals[sizes[-1]])['attributes'])
+    if len(keep) > 1: m['stages'] = {str(s): per[s] for s in per}
+    if out is not None: write_metrics(m, out, gen | dict(parts=last['parts']), [reals[sizes[-1]].captions_gt[i][c] for i, c in zip(idx, cap)])
     return m
 
 # %% ../nbs/09_metrics.ipynb #66ede559
@@ -1043,6 +1116,7 @@ def cli_evaluate(run, data=None, out=None, quick: bool = False, inception_weight
     m = evaluate(pipe, root, inception_weights=inception_weights, cache_dir=cache_dir, out=Path(out or Path(run)/'eval'),
                  progress=progress, log=log, **kw)
     log(format_metrics(m))
+    if m.get('stages'): log('\n' + format_stages(m))
     return m
 
 # %% ../nbs/09_metrics.ipynb #242c36d3

@@ -153,7 +153,7 @@ def test_evaluate_random_generator_near_chance_real_near_ceiling(trained):
     cfg = tiny(); torch.manual_seed(0)
     ds = CUBDataset(root, 'train', sizes=(32,))
     pipe = Text2Image(Generator(cfg), TextEncoder(len(ds.vocab), cfg.text), ds.vocab, cfg)
-    m = M.evaluate(pipe, root, n_captions=100, n_diverse=8, n_samples=4, evaluator=ev, eval_damsm=False,
+    m = M.evaluate(pipe, root, n_captions=100, n_diverse=8, n_samples=4, evaluator=ev, eval_damsm=False, stages=False,
                    out=d/'eval', progress=False, log=lambda s: None)
     aa = m['attribute_accuracy']
     assert abs(aa['generated'] - aa['floor']) < 0.1 and aa['real'] > aa['generated'] + 0.2
@@ -307,7 +307,7 @@ def test_inception_score_row_in_evaluate(birds_root, tmp_path):
     ds = CUBDataset(birds_root, 'train', sizes=(32,))
     pipe = Text2Image(Generator(cfg), TextEncoder(len(ds.vocab), cfg.text), ds.vocab, cfg)
     m = M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, eval_damsm=False, inception_weights=w,
-                   seed=0, out=tmp_path/'eval', progress=False, log=lambda s: None)
+                   seed=0, stages=False, out=tmp_path/'eval', progress=False, log=lambda s: None)
     r = json.loads((tmp_path/'eval'/'metrics.json').read_text())['inception_score']
     assert r == m['inception_score'] and 'fid_inception' in m
     assert set(r) == {'generated', 'real', 'floor', 'floor_is', 'higher_is_better', 'generated_std', 'real_std', 'n', 'splits'}
@@ -320,5 +320,5 @@ def test_inception_score_row_in_evaluate(birds_root, tmp_path):
     for key, x in (('generated', fake), ('real', real.images[torch.as_tensor(idx)])):
         assert abs(r[key] - M.inception_score(net(x)[perm], torch.nn.Identity(), splits=8)[0]) < 1e-9, key
     assert r['generated'] != r['real']
-    assert 'inception_score' not in M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev,
+    assert 'inception_score' not in M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, stages=False,
                                                eval_damsm=False, progress=False, log=lambda s: None)
