@@ -1,6 +1,7 @@
 """Write attngan/assets from a trained run: the shipped model, the evaluator and the evaluation DAMSM.
 
     python .ci/ship_model.py RUN [--info train_info.json] [--metrics RUN/metrics.json]
+    python .ci/ship_model.py --eval-only [--metrics metrics.json]     # refresh the evaluators (and the model's metrics.json)
 
 RUN is the --out folder of `attngan train`. The evaluator and the evaluation DAMSM of the default synthetic-birds
 set are copied from the user cache ($ATTNGAN_CACHE, default ~/.cache/attngan), where `attngan evaluate` left them.
@@ -21,17 +22,19 @@ def half_copy(src: Path, dst: Path, weights: tuple, others: tuple):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('run'); ap.add_argument('--info', default=None); ap.add_argument('--metrics', default=None)
+    ap.add_argument('run', nargs='?'); ap.add_argument('--info', default=None); ap.add_argument('--metrics', default=None)
+    ap.add_argument('--eval-only', action='store_true', help='keep the shipped model; copy the evaluators (and --metrics) only')
     a = ap.parse_args()
+    if not a.eval_only and not a.run: ap.error('give RUN, or --eval-only')
     assets = assets_dir()
     info = json.loads(Path(a.info).read_text()) if a.info else None
-    out = package_model(a.run, assets/SHIPPED_MODEL, half=True, info=info)
+    out = assets/SHIPPED_MODEL if a.eval_only else package_model(a.run, assets/SHIPPED_MODEL, half=True, info=info)
     if a.metrics: shutil.copyfile(a.metrics, out/'metrics.json'); write_checksums(out)
     cache = metrics_cache_dir()
     for ev in sorted((cache/'evaluators').glob('n11788_s128_seed0_*')):
         half_copy(ev, assets/'evaluators'/ev.name, ('evaluator.pt',), ('evaluator.json',))
     for dm in sorted((cache/'eval_damsm').glob('n11788_s128_seed0_*')):
-        half_copy(dm, assets/'eval_damsm'/dm.name, ('damsm.pt',), ('config.json', 'vocab.json'))
+        half_copy(dm, assets/'eval_damsm'/dm.name, ('damsm.pt',), tuple(f for f in ('config.json', 'vocab.json', 'damsm_eval.json') if (dm/f).is_file()))
     total = sum(p.stat().st_size for p in assets.rglob('*') if p.is_file())
     for p in sorted(assets.rglob('*')):
         if p.is_file(): print(f"{p.stat().st_size / 2**20:7.2f} MiB  {p.relative_to(assets)}")

@@ -440,12 +440,19 @@ def r_precision_scores(damsm: tuple, images, gts: list, n_tokens: list, class_id
 # %% ../nbs/09_metrics.ipynb #dce19493
 EVAL_DAMSM_SEED = 1729            # the generator's DAMSM uses cfg.train.seed (0 by default): never this one
 
-def eval_damsm_config() -> Config:
-    "The evaluation DAMSM's settings, pinned here so that the yardstick does not move when `demo()` changes."
-    cfg = demo()
-    return dataclasses.replace(cfg, name='demo',
-                               text=dataclasses.replace(cfg.text, dropout=0.5, sentence='last'),
-                               damsm=dataclasses.replace(cfg.damsm, cnn_global='deep'))
+def eval_damsm_config(version: int = 2) -> Config:
+    "The evaluation DAMSM's settings, pinned here so that the yardstick does not move when `demo()` changes; `version` 1 is the first yardstick."
+    from attngan.config import DataConfig, TextConfig, DAMSMConfig
+    if version == 1:                           # 64 px, the paper's sentence feature and the CNN's deep global path; 20 minutes
+        cfg = demo()
+        return dataclasses.replace(cfg, name='demo', text=dataclasses.replace(cfg.text, dropout=0.5, sentence='last'),
+                                   damsm=dataclasses.replace(cfg.damsm, cnn_global='deep'))
+    if version != 2: raise InvalidInput(f"The evaluation DAMSM has versions 1 and 2, not {version!r}.")
+    return Config(name='eval128',              # 128 px images, part pooling, the mean sentence feature; 80 epochs
+                  data=DataConfig(root='synth', max_words=18, synth_size=128),
+                  text=TextConfig(emb_dim=300, hidden_dim=128, dropout=0.0, sentence='mean'),
+                  damsm=DAMSMConfig(image_encoder='cnn', image_size=128, cnn_width=32, batch_size=48, epochs=80, lr=0.002,
+                                    lr_decay=0.98, cnn_global='parts', cnn_parts=16))
 
 # %% ../nbs/09_metrics.ipynb #f58d6a2e
 def load_or_train_eval_damsm(root, cfg: Config | None = None, cache_dir=None, seed: int = EVAL_DAMSM_SEED,
@@ -1089,7 +1096,7 @@ def evaluate(pipe,                           # a Text2Image pipeline
                                           inception_weights, seed, progress, log)
     m = dict(per[sizes[-1]])
     m['setup'] = dict(n_captions=len(idx), n_diverse=len(gen_div['images']) // n_samples, n_samples=n_samples, seed=seed, size=sizes[-1],
-                      data=str(root), eval_damsm=damsm is not None, generation_seconds=round(t_gen, 1),
+                      data=str(root), eval_damsm=damsm[2].name if damsm is not None else None, generation_seconds=round(t_gen, 1),
                       evaluator_accuracy_on_real=evaluator_accuracy(evs[sizes[-1]], reals[sizes[-1]])['attributes'])
     if len(keep) > 1: m['stages'] = {str(s): per[s] for s in per}
     if out is not None: write_metrics(m, out, gen | dict(parts=last['parts']), [reals[sizes[-1]].captions_gt[i][c] for i, c in zip(idx, cap)])

@@ -322,3 +322,27 @@ def test_inception_score_row_in_evaluate(birds_root, tmp_path):
     assert r['generated'] != r['real']
     assert 'inception_score' not in M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, stages=False,
                                                eval_damsm=False, progress=False, log=lambda s: None)
+
+
+def test_shipped_yardsticks_are_the_pinned_ones():
+    "The shipped evaluation DAMSM was trained with eval_damsm_config() (its folder's name, settings and seed); each shipped evaluator with the settings its folder names."
+    import dataclasses
+    from attngan.sample import assets_dir, verify_checksums
+    cfg, dm = M.eval_damsm_config(), assets_dir()/'eval_damsm'
+    folders = sorted(dm.iterdir())
+    assert [f.name for f in folders] == [f"n11788_s128_seed0_v1_{cfg.name}_seed{M.EVAL_DAMSM_SEED}"]   # only the current yardstick ships
+    verify_checksums(folders[0])
+    saved = json.loads((folders[0]/'config.json').read_text())
+    assert saved['train']['seed'] == M.EVAL_DAMSM_SEED
+    for section in ('text', 'damsm'):
+        want = dataclasses.asdict(getattr(cfg, section))
+        assert saved[section] == json.loads(json.dumps(want)), section
+    want_data = json.loads(json.dumps(dataclasses.asdict(cfg.data))); want_data.pop('root'); saved['data'].pop('root')
+    assert saved['data'] == want_data
+    trained = json.loads((folders[0]/'damsm_eval.json').read_text())         # what pretrain_damsm measured when it ended
+    assert trained['epochs'] == cfg.damsm.epochs and trained['r_precision'] >= 60
+    for ev in sorted((assets_dir()/'evaluators').iterdir()):
+        verify_checksums(ev)
+        info = json.loads((ev/'evaluator.json').read_text())
+        assert ev.name.endswith(f"_px{info['size']}_w{info['width']}_e{info['epochs']}_b{info['batch_size']}_lr{info['lr']:g}_seed{info['seed']}_v{M.EVAL_VERSION}")
+        assert info['accuracy']['mean'] > 0.95
