@@ -1081,7 +1081,7 @@ def evaluate(pipe,                           # a Text2Image pipeline
         return evaluate_captioned(pipe, data_root, n_images, seed, eval_damsm, inception_weights, out, progress=progress, log=log)
     root, sizes = _check_synth(data_root), list(pipe.cfg.gan.sizes)
     keep = range(len(sizes)) if stages else [len(sizes) - 1]
-    evs = evaluator if isinstance(evaluator, dict) else ({sizes[-1]: evaluator} if evaluator is not None else {})
+    evs = dict(evaluator) if isinstance(evaluator, dict) else ({sizes[-1]: evaluator} if evaluator is not None else {})
     for k in keep:
         if sizes[k] not in evs: evs[sizes[k]] = load_or_train_evaluator(root, sizes[k], cache_dir, progress=progress, log=log)[0]
     damsm = _resolve_damsm(eval_damsm, root, cache_dir, damsm_minutes, progress, log)
