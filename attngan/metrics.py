@@ -11,7 +11,7 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import torchvision
 from PIL import Image
 from fastprogress.fastprogress import master_bar, progress_bar
-from .config import Config, UserError, InvalidInput, MissingPath, demo
+from .config import Config, DataConfig, TextConfig, DAMSMConfig, UserError, InvalidInput, MissingPath, demo
 from .data import CUBDataset, Vocab, bbox_crop, eval_crop, tokenize
 from .layouts import detect_layout
 from .damsm import r_precision, load_inception_weights, resize_images
@@ -442,7 +442,6 @@ EVAL_DAMSM_SEED = 1729            # the generator's DAMSM uses cfg.train.seed (0
 
 def eval_damsm_config(version: int = 2) -> Config:
     "The evaluation DAMSM's settings, pinned here so that the yardstick does not move when `demo()` changes; `version` 1 is the first yardstick."
-    from attngan.config import DataConfig, TextConfig, DAMSMConfig
     if version == 1:                           # 64 px, the paper's sentence feature and the CNN's deep global path; 20 minutes
         cfg = demo()
         return dataclasses.replace(cfg, name='demo', text=dataclasses.replace(cfg.text, dropout=0.5, sentence='last'),
