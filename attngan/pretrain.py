@@ -302,7 +302,9 @@ def pretrain_damsm(cfg: Config,              # settings (`cfg.damsm`, `cfg.text`
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     with RunLock(out, create=not resume), torch_threads(cfg.train.threads):   # one writer per run folder, the whole run
         r = _start(cfg, out, data, resume, device, log)
-        todo = range(r['epoch'], r['cfg'].damsm.epochs if epochs is None else epochs)
+        if epochs is not None:                                 # config.json records the epochs the run is trained for
+            r['cfg'] = dataclasses.replace(r['cfg'], damsm=dataclasses.replace(r['cfg'].damsm, epochs=epochs))
+        todo = range(r['epoch'], r['cfg'].damsm.epochs)
         bar, budget = (master_bar(todo) if progress else None), _Budget(minutes, max_steps)
         r['te'].train(); r['ie'].train()
         for epoch in (bar if bar is not None else todo):
