@@ -1,9 +1,10 @@
 """Write attngan/assets from a trained run: the shipped model, the evaluator and the evaluation DAMSM.
 
-    python .ci/ship_model.py RUN [--info train_info.json] [--metrics RUN/metrics.json] [--legs RUN/legs.json]
+    python .ci/ship_model.py RUN [--info train_info.json] [--metrics RUN/metrics.json] [--legs legs.json]
     python .ci/ship_model.py --eval-only [--metrics metrics.json]     # refresh the evaluators (and the model's metrics.json)
 
-RUN is the --out folder of `attngan train`. The evaluator and the evaluation DAMSM of the default synthetic-birds
+RUN is the --out folder of `attngan train`; its legs.json (one record per `attngan train` call) goes into
+train_info.json unless --legs names another. The evaluator and the evaluation DAMSM of the default synthetic-birds
 set are copied from the user cache ($ATTNGAN_CACHE, default ~/.cache/attngan), where `attngan evaluate` left them.
 Weights are stored in half precision; every folder gets a SHA256SUMS file that the loaders verify.
 """
@@ -23,14 +24,15 @@ def half_copy(src: Path, dst: Path, weights: tuple, others: tuple):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('run', nargs='?'); ap.add_argument('--info', default=None); ap.add_argument('--metrics', default=None)
-    ap.add_argument('--legs', default=None, help='a JSON list of training legs (command, started, steps [from, to], wall_minutes) for train_info.json')
+    ap.add_argument('--legs', default=None, help='a JSON list of training legs (command, started, steps [from, to], wall_minutes) for train_info.json (default: RUN/legs.json)')
     ap.add_argument('--eval-only', action='store_true', help='keep the shipped model; copy the evaluators (and --metrics) only')
     a = ap.parse_args()
     if not a.eval_only and not a.run: ap.error('give RUN, or --eval-only')
     assets = assets_dir()
     info = json.loads(Path(a.info).read_text()) if a.info else None
-    if a.legs:
-        legs = json.loads(Path(a.legs).read_text())
+    legs_file = Path(a.legs) if a.legs else (Path(a.run)/'legs.json' if a.run and not a.eval_only else None)
+    if legs_file is not None and (a.legs or legs_file.is_file()):
+        legs = json.loads(legs_file.read_text())
         info = (info or {}) | dict(legs=legs, gan_steps=legs[-1]['steps'][1], gan_wall_minutes=round(sum(l['wall_minutes'] for l in legs), 1))
     out = assets/SHIPPED_MODEL if a.eval_only else package_model(a.run, assets/SHIPPED_MODEL, half=True, info=info)
     if a.metrics: shutil.copyfile(a.metrics, out/'metrics.json'); write_checksums(out)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_cli.ipynb #e7b55e2c
 from __future__ import annotations
-import argparse, os, sys
+import argparse, os, shlex, sys
 from pathlib import Path
 from .config import UserError, InvalidInput, PRESETS, preset, check_positive, check_range
 
@@ -39,7 +39,8 @@ def cmd_pretrain_damsm(a):
 def cmd_train(a):
     "Train AttnGAN (also under torchrun for several processes)."
     from attngan.train import cli_train
-    cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp)
+    cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp,
+              command=shlex.join(['attngan', *a.argv]))     # how legs.json names this leg
 
 # %% ../nbs/11_cli.ipynb #271c974e
 def cmd_sample(a):
@@ -261,6 +262,7 @@ def main(argv=None) -> int:
     "Entry point of the `attngan` console script."
     p = make_parser()
     a = p.parse_args(argv)
+    a.argv = [str(x) for x in (sys.argv[1:] if argv is None else argv)]   # the command line, for the records a command keeps
     if a.command is None: p.print_help(); return 0
     try: check_args(a); rc = a.func(a)
     except UserError as e:

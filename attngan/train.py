@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #573b40eb
 from __future__ import annotations
-import argparse, contextlib, copy, functools, json, math, os, random, re, sys, time
+import argparse, contextlib, copy, datetime, functools, json, math, os, random, re, shlex, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -31,10 +31,11 @@ __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'D
            'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples', 'plot_attention', 'plot_losses',
            'setup_distributed', 'EpochBatchSampler', 'seeded_sample', 'SeededSamples', 'train_loader', 'batch_stream',
            'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict',
-           'save_checkpoint', 'load_train_state', 'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff',
-           'same_weights', 'check_resume_settings', 'load_run_damsm', 'run_settings', 'run_data', 'default_threads',
-           'prepare_run', 'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'timing',
-           'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
+           'read_legs', 'start_leg', 'python_call', 'leg_records', 'save_checkpoint', 'load_train_state', 'restore',
+           'data_root', 'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings',
+           'load_run_damsm', 'run_settings', 'run_data', 'default_threads', 'prepare_run', 'TrainingDiverged',
+           'sync_step', 'check_finite', 'after_step', 'end_run', 'timing', 'lock_run', 'train', 'cli_train',
+           'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -106,6 +107,7 @@ class TrainState:
     WD: nn.Module | None = None  # ControlGAN's word-level discriminator (cfg.gan.word_disc > 0), else None
     wd_loss: nn.Module | None = None   # WD with its loss as forward (DDP-wrapped under torchrun)
     opt_wd: torch.optim.Optimizer | None = None   # its Adam
+    leg: dict | None = None      # this call of `train`, for legs.json (start_leg)
 
 # %% ../nbs/07_train.ipynb #888bf010
 @contextlib.contextmanager
@@ -433,7 +435,7 @@ def write_samples(st: TrainState, fixed: dict, out) -> list:
 
 # %% ../nbs/07_train.ipynb #96dbf7ab
 CKPT_KIND = 'attngan.train'
-RUN_FILES = ('config.json', 'vocab.json', 'damsm.pt', 'generator.pt', 'train_state.pt', 'losses.json', 'losses.png')
+RUN_FILES = ('config.json', 'vocab.json', 'damsm.pt', 'generator.pt', 'train_state.pt', 'losses.json', 'losses.png', 'legs.json')
 _TMP = re.compile(r'\.(%s|(step|attention)_\d+\.png)\.\w+\.tmp' % '|'.join(map(re.escape, RUN_FILES)))
 
 def temp_files(out) -> list[Path]:
@@ -467,13 +469,42 @@ def train_state_dict(st: TrainState) -> dict:
                 opt_g=st.opt_g.state_dict(), opt_ds=[o.state_dict() for o in st.opt_ds],
                 rng=rng_states(), history=st.history, **wd)
 
+def read_legs(out) -> list | None:
+    "The training legs recorded in RUN/legs.json: [] when there is none, None when it cannot be read."
+    p = Path(out)/'legs.json'
+    if not p.exists(): return []
+    try: legs = json.loads(p.read_text())
+    except (OSError, ValueError): return None
+    return legs if isinstance(legs, list) else None
+
+def start_leg(st: TrainState, out, command: str, t0: float, log=print):
+    "Open this call's leg: the legs recorded so far in RUN/legs.json, then this one from step `st.step`, its clock started at `t0`."
+    earlier = read_legs(out)
+    if earlier is None:
+        log(f"{Path(out)/'legs.json'} cannot be read; it starts again with this leg (the earlier legs are not recorded).")
+        earlier = []
+    st.leg = dict(earlier=earlier, command=command, first=st.step, t0=t0,
+                  started=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+
+def python_call(out, damsm=None, data=None, minutes=None, steps=None, resume=False) -> str:
+    "How legs.json names a call of `train` from Python: the run folder and the arguments that shape the leg."
+    given = dict(damsm=damsm and str(damsm), data=data and str(data), minutes=minutes, steps=steps, resume=resume or None)
+    return f"train({', '.join([repr(str(out)), *(f'{k}={v!r}' for k, v in given.items() if v is not None)])})"
+
+def leg_records(st: TrainState) -> list:
+    "What legs.json holds now: the earlier legs and this one up to `st.step`."
+    l = st.leg
+    return [*l['earlier'], dict(command=l['command'], started=l['started'], steps=[l['first'], st.step],
+                                wall_minutes=round((time.perf_counter() - l['t0']) / 60, 1))]
+
 def save_checkpoint(st: TrainState, out):
-    "Write generator.pt (EMA weights), train_state.pt, losses.json and losses.png to `out`, each atomically."
+    "Write generator.pt (EMA weights), train_state.pt, losses.json, losses.png and (when a leg is open) legs.json to `out`, each atomically."
     out = Path(out)
     atomic_torch_save(st.G_ema.state_dict(), out/'generator.pt')
     atomic_torch_save(train_state_dict(st), out/'train_state.pt')
     atomic_write_text(json.dumps(st.history) + '\n', out/'losses.json')
     save_figure(plot_losses(st.history), out/'losses.png')
+    if st.leg is not None: atomic_write_text(json.dumps(leg_records(st), indent=1) + '\n', out/'legs.json')
 
 # %% ../nbs/07_train.ipynb #cfb9dd3d
 def load_train_state(run) -> dict:
@@ -740,6 +771,7 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
           log=print,                      # where messages go
           device=None,                    # default: cuda:LOCAL_RANK when there is a GPU, else the CPU
           overwrite: bool = False,        # replace a run in `out`: delete its files (only those), then start afresh
+          command: str | None = None,     # how legs.json names this call (the CLI gives its command line); default: the Python call
          ) -> TrainState:
     "Train AttnGAN, paper Sec. 3.1: D and G steps, EMA, samples and atomic checkpoints; resumable; torchrun-ready."
     if cfg is not None: cfg.validate()                                        # one sentence naming a bad setting
@@ -752,6 +784,7 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
         st, loader, sampler, fixed = prepare_run(cfg, out, damsm, data, resume, dd, progress and dd.main, say, overwrite)
         out, total = Path(out).expanduser(), steps if steps is not None else st.cfg.train.epochs * len(sampler)
         if st.step >= total: say(f"The run in {out} is at step {st.step} already (target {total}); nothing to do."); return st
+        if dd.main: start_leg(st, out, command or python_call(out, damsm, data, minutes, steps, resume), t_start, say)
         if not resume and dd.main: write_samples(st, fixed, out); save_checkpoint(st, out)   # step 0: resumable at once
         first, last_ckpt, t0 = st.step, st.step, time.perf_counter()
         amp = lambda: autocast(st.cfg, dd.device)                                 # bfloat16 forward passes when cfg.train.amp == 'bf16'
@@ -782,7 +815,7 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
 
 # %% ../nbs/07_train.ipynb #f06a4d3f
 def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None, steps=None, resume=False,
-              quiet=False, seed=None, overwrite=False, sets=(), amp=None) -> TrainState:
+              quiet=False, seed=None, overwrite=False, sets=(), amp=None, command=None) -> TrainState:
     "What `attngan train` runs: a preset (default 'demo'), a seed, each --set and --amp, then `train`; on resume checked against the run's."
     if minutes is not None: check_positive('--minutes', minutes)
     if steps is not None: check_positive('--steps', steps, integer=True)
@@ -798,7 +831,7 @@ def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None
     if seed is not None and cfg is not None: cfg.train.seed = seed
     if cfg is not None: cfg = apply_sets(cfg, sets)
     return train(cfg, out, damsm=damsm, data=data, minutes=minutes, steps=steps, resume=resume, progress=not quiet,
-                 overwrite=overwrite)
+                 overwrite=overwrite, command=command)
 
 # %% ../nbs/07_train.ipynb #52f099f9
 def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -822,7 +855,8 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main_train(argv=None) -> int:
     "Stand-alone `train` entry point (works under torchrun): a user's mistake is one line on stderr and exit code 2."
     a = add_train_args(argparse.ArgumentParser(prog='attngan train', description='Train AttnGAN.')).parse_args(argv)
-    try: cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp)
+    try: cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp,
+                   command=shlex.join(['attngan', 'train', *(sys.argv[1:] if argv is None else map(str, argv))]))
     except UserError as e:
         if os.environ.get('RANK', '0') == '0': print(f"attngan train: error: {e}", file=sys.stderr)
         return 2

@@ -52,7 +52,7 @@ def test_every_file_loads_with_weights_only(tmp_path):
     run = tmp_path/'run'
     train(tiny(), run, steps=2, **quiet)
     names = sorted(p.name for p in run.iterdir() if p.is_file())
-    assert names == ['config.json', 'damsm.pt', 'generator.pt', 'losses.json', 'losses.png', 'train_state.pt', 'vocab.json']
+    assert names == ['config.json', 'damsm.pt', 'generator.pt', 'legs.json', 'losses.json', 'losses.png', 'train_state.pt', 'vocab.json']
     for p in run.glob('*.pt'): load(p)
     st = load(run/'train_state.pt')
     assert st['kind'] == 'attngan.train' and len(st['Ds']) == 2 and len(st['history']) == 2

@@ -1,5 +1,5 @@
 "Faults around `attngan train` on tiny(): a SIGKILLed run resumes exactly, damaged files, other settings on resume, --overwrite."
-import json, os, shutil, signal, subprocess, sys, time
+import json, os, shlex, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from attngan.cli import main
@@ -77,6 +77,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert st['step'] == target and [h['step'] for h in st['history']] == list(range(1, target + 1))
     assert st['history'][:k] == killed['history']                             # the history continues from the checkpoint
     assert json.loads((run/'losses.json').read_text())[-1]['step'] == target
+    legs = json.loads((run/'legs.json').read_text())                          # one leg per command, named as it was typed
+    assert [l['command'] for l in legs] == [shlex.join(['attngan', 'train', '--preset', 'tiny', '--out', str(run), '--steps', '1000', '--quiet']),
+                                            shlex.join(['attngan', 'train', '--out', str(run), '--resume', '--steps', str(target), '--quiet'])]
+    assert legs[0]['steps'][0] == 0 and legs[0]['steps'][1] in (k - 2, k)      # the kill may fall between train_state.pt and legs.json
+    assert legs[1]['steps'] == [k, target]
     assert same_tensors(final['generator.pt'], st['G_ema'])
     steps = sorted(int(f.stem[5:]) for f in (run/'samples').glob('step_*.png'))
     assert set(range(0, target, 2)) | {target} <= set(steps)
