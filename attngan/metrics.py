@@ -20,20 +20,20 @@ from .synthbirds import (ATTRIBUTES, ATTR_VALUES, ATTR_PART, PARTS, SPECIES_ATTR
                                 load_part_map, synth_info, synth_cache_dir, synth_root, word_value)
 
 # %% auto #0
-__all__ = ['EVAL_VERSION', 'EVAL_DAMSM_SEED', 'INCEPTION_HINT', 'REAL_IMAGES_NOTE', 'STAGE_PANELS', 'QUICK_IMAGES',
-           'CAPTIONED_NOTE', 'crop_label_map', 'attribute_index', 'RealSet', 'load_real', 'is_synthetic_birds',
-           'real_layout', 'BirdEvaluator', 'evaluator_loss', 'train_evaluator', 'predict', 'evaluator_accuracy',
-           'metrics_cache_dir', 'save_evaluator', 'load_evaluator', 'load_or_train_evaluator', 'named_attributes',
-           'attribute_accuracy', 'shuffle_named', 'word_parts', 'attention_localisation', 'oracle_attention',
-           'one_attribute_edits', 'sentence_features', 'damsm_image_text', 'hard_r_precision', 'r_precision_scores',
-           'eval_damsm_config', 'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose', 'diversity',
-           'species_groups', 'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'knn_radii', 'in_manifold',
-           'precision_recall', 'kmeans', 'fit_concepts', 'concept_accuracy', 'concept_features', 'inception_score',
-           'inception_score_tm', 'InceptionLogits', 'generate', 'pick_captions', 'score_images', 'chance_floor',
-           'manifold_scores', 'evaluate_real', 'format_metrics', 'plot_metrics', 'format_stages', 'plot_stages',
-           'write_metrics', 'evaluate', 'cli_evaluate', 'caption_pairs', 'StoredFeatures', 'image_stats',
-           'real_batches', 'generated_batches', 'captioned_rows', 'run_damsm', 'plot_captioned', 'format_captioned',
-           'evaluate_captioned']
+__all__ = ['EVAL_VERSION', 'EVAL_DAMSM_SEED', 'INCEPTION_HINT', 'REAL_IMAGES_NOTE', 'STAGE_PANELS', 'PROGRESS_PANELS',
+           'QUICK_IMAGES', 'CAPTIONED_NOTE', 'crop_label_map', 'attribute_index', 'RealSet', 'load_real',
+           'is_synthetic_birds', 'real_layout', 'BirdEvaluator', 'evaluator_loss', 'train_evaluator', 'predict',
+           'evaluator_accuracy', 'metrics_cache_dir', 'save_evaluator', 'load_evaluator', 'load_or_train_evaluator',
+           'named_attributes', 'attribute_accuracy', 'shuffle_named', 'word_parts', 'attention_localisation',
+           'oracle_attention', 'one_attribute_edits', 'sentence_features', 'damsm_image_text', 'hard_r_precision',
+           'r_precision_scores', 'eval_damsm_config', 'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose',
+           'diversity', 'species_groups', 'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'knn_radii',
+           'in_manifold', 'precision_recall', 'kmeans', 'fit_concepts', 'concept_accuracy', 'concept_features',
+           'inception_score', 'inception_score_tm', 'InceptionLogits', 'generate', 'pick_captions', 'score_images',
+           'chance_floor', 'manifold_scores', 'evaluate_real', 'format_metrics', 'plot_metrics', 'format_stages',
+           'plot_stages', 'run_steps', 'write_metrics', 'evaluate', 'cli_evaluate', 'format_progress', 'plot_progress',
+           'caption_pairs', 'StoredFeatures', 'image_stats', 'real_batches', 'generated_batches', 'captioned_rows',
+           'run_damsm', 'plot_captioned', 'format_captioned', 'evaluate_captioned']
 
 # %% ../nbs/09_metrics.ipynb #eb739299
 def crop_label_map(labels: np.ndarray,   # (H, W) uint8 label map of the full image
@@ -1033,6 +1033,15 @@ def plot_stages(m: dict, keys=STAGE_PANELS, width: float = 8.27):
     return fig
 
 # %% ../nbs/09_metrics.ipynb #ff0e854e
+def run_steps(run) -> int | None:
+    "The generator steps behind a run folder's generator.pt (its losses.json, or a shipped model's train_info.json); None if unknown."
+    if run is None: return None
+    run = Path(run)
+    for f, get in (('losses.json', lambda j: j[-1]['step']), ('train_info.json', lambda j: j['gan_steps'])):
+        try: return int(get(json.loads((run/f).read_text())))
+        except (OSError, ValueError, LookupError, TypeError): pass
+    return None
+
 def write_metrics(m: dict, out, gen: dict | None = None, gts: list | None = None) -> Path:
     "Write metrics.json and metrics.png (the one-page figure) into `out`; stages.png too for a result of several stages."
     import matplotlib.pyplot as plt
@@ -1096,7 +1105,8 @@ def evaluate(pipe,                           # a Text2Image pipeline
     m = dict(per[sizes[-1]])
     m['setup'] = dict(n_captions=len(idx), n_diverse=len(gen_div['images']) // n_samples, n_samples=n_samples, seed=seed, size=sizes[-1],
                       data=str(root), eval_damsm=damsm[2].name if damsm is not None else None, generation_seconds=round(t_gen, 1),
-                      evaluator_accuracy_on_real=evaluator_accuracy(evs[sizes[-1]], reals[sizes[-1]])['attributes'])
+                      evaluator_accuracy_on_real=evaluator_accuracy(evs[sizes[-1]], reals[sizes[-1]])['attributes'],
+                      run=None if getattr(pipe, 'run', None) is None else str(pipe.run), steps=run_steps(getattr(pipe, 'run', None)))
     if len(keep) > 1: m['stages'] = {str(s): per[s] for s in per}
     if out is not None: write_metrics(m, out, gen | dict(parts=last['parts']), [reals[sizes[-1]].captions_gt[i][c] for i, c in zip(idx, cap)])
     return m
@@ -1124,6 +1134,47 @@ def cli_evaluate(run, data=None, out=None, quick: bool = False, inception_weight
     log(format_metrics(m))
     if m.get('stages'): log('\n' + format_stages(m))
     return m
+
+# %% ../nbs/09_metrics.ipynb #8ebb7eac
+PROGRESS_PANELS = ('attribute_accuracy', 'pointing_game', 'r_precision', 'fid_evaluator', 'precision', 'recall')
+
+def _progress_rows(ms: list) -> list:
+    "(steps, result) of each evaluation, in step order; every one must name its step."
+    if any(m.get('setup', {}).get('steps') is None for m in ms):
+        raise InvalidInput("An evaluation does not name the step it measured (setup['steps']); re-run `attngan evaluate` on the run folder.")
+    return sorted(((m['setup']['steps'], m) for m in ms), key=lambda r: r[0])
+
+def format_progress(ms: list, keys=PROGRESS_PANELS) -> str:
+    "The last stage's measures of several evaluations of one run, a row per step: generated, with real images in the header."
+    rows = _progress_rows(ms); last = rows[-1][1]
+    keys = [k for k in keys if k in last]
+    f = lambda v: '-' if v is None else f"{v:.3g}"
+    head = f"{'step':>8s}" + ''.join(f"{k:>20s}" for k in keys)
+    real = f"{'real':>8s}" + ''.join(f"{f(last[k]['real']):>20s}" for k in keys)
+    return '\n'.join([head, '-' * len(head), *(f"{s:>8d}" + ''.join(f"{f(m[k]['generated']) if k in m else '-':>20s}" for k in keys)
+                                                for s, m in rows), real])
+
+def plot_progress(ms: list, keys=PROGRESS_PANELS, targets: dict | None = None, width: float = 8.27):
+    "Each measure against the training step: a line per stage (darker = later), real images at the last size (green), targets (grey)."
+    import matplotlib.pyplot as plt
+    rows = _progress_rows(ms); last = rows[-1][1]
+    keys = [k for k in keys if k in last]
+    sizes = list(last.get('stages') or {str(last['setup']['size']): last})
+    fig, axs = plt.subplots(2, (len(keys) + 1) // 2, figsize=(width, width * 0.42), squeeze=False)
+    for ax, k in zip(axs.flat, keys):
+        for j, s in enumerate(sizes):
+            pts = [(st, (m.get('stages') or {s: m}).get(s, {}).get(k)) for st, m in rows]
+            pts = [(st, r['generated']) for st, r in pts if r and r['generated'] is not None]
+            if pts: ax.plot(*zip(*pts), 'o-', ms=3, color=plt.cm.Blues(0.4 + 0.6 * (j + 1) / len(sizes)), label=f'{s} px')
+        ax.axhline(last[k]['real'], color='C2', ls='--', lw=1, label=f'real, {sizes[-1]} px')
+        if targets and k in targets: ax.axhline(targets[k], color='0.5', ls=':', lw=1, label='target')
+        if not last[k]['higher_is_better']: ax.set_yscale('log')
+        ax.set_title(k.replace('_', ' ') + ('' if last[k]['higher_is_better'] else ' (lower better)'), fontsize=7)
+        ax.set_xlabel('step', fontsize=6); ax.tick_params(labelsize=6)
+    for ax in axs.flat[len(keys):]: ax.axis('off')
+    axs.flat[0].legend(fontsize=5)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/09_metrics.ipynb #242c36d3
 QUICK_IMAGES = 500                # `attngan evaluate --quick` on a real data set
