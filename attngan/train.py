@@ -22,7 +22,7 @@ from .core import Generator, GeneratorOutput, kl_loss
 from .discriminators import (build_discriminators, discriminator_loss, generator_adv_loss, d_loss_for, g_adv_loss_for,
                                     build_word_discriminator, word_d_loss, word_g_loss)
 from .pretrain import save_damsm, load_damsm
-from .files import atomic_write, atomic_torch_save, atomic_write_text, RunLock, RunInUse, lock_holder
+from .files import atomic_write, atomic_torch_save, atomic_write_text, load_tensors, RunLock, RunInUse, lock_holder
 
 # %% auto #0
 __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'DistInfo', 'bare', 'DiscriminatorLoss',
@@ -33,9 +33,9 @@ __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'D
            'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict',
            'read_legs', 'start_leg', 'python_call', 'leg_records', 'save_checkpoint', 'load_train_state', 'restore',
            'data_root', 'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings',
-           'load_run_damsm', 'run_settings', 'run_data', 'default_threads', 'prepare_run', 'TrainingDiverged',
-           'sync_step', 'check_finite', 'after_step', 'end_run', 'timing', 'lock_run', 'train', 'cli_train',
-           'add_train_args', 'main_train']
+           'load_run_damsm', 'run_settings', 'run_data', 'default_threads', 'prepare_run', 'init_damsm',
+           'model_discriminators', 'grow_from', 'TrainingDiverged', 'sync_step', 'check_finite', 'after_step',
+           'end_run', 'timing', 'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -486,9 +486,10 @@ def start_leg(st: TrainState, out, command: str, t0: float, log=print):
     st.leg = dict(earlier=earlier, command=command, first=st.step, t0=t0,
                   started=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
 
-def python_call(out, damsm=None, data=None, minutes=None, steps=None, resume=False) -> str:
+def python_call(out, damsm=None, data=None, minutes=None, steps=None, resume=False, init_from=None) -> str:
     "How legs.json names a call of `train` from Python: the run folder and the arguments that shape the leg."
-    given = dict(damsm=damsm and str(damsm), data=data and str(data), minutes=minutes, steps=steps, resume=resume or None)
+    given = dict(damsm=damsm and str(damsm), data=data and str(data), minutes=minutes, steps=steps, resume=resume or None,
+                 init_from=init_from and str(init_from))
     return f"train({', '.join([repr(str(out)), *(f'{k}={v!r}' for k, v in given.items() if v is not None)])})"
 
 def leg_records(st: TrainState) -> list:
@@ -630,10 +631,15 @@ def load_run_damsm(out: Path) -> tuple:
         raise
 
 # %% ../nbs/07_train.ipynb #9929f349
-def run_settings(cfg, out: Path, damsm=None, resume=False, dd: DistInfo = DistInfo(), overwrite: bool = False) -> tuple:
+def run_settings(cfg, out: Path, damsm=None, resume=False, dd: DistInfo = DistInfo(), overwrite: bool = False,
+                 init_from=None) -> tuple:
     "(config, text encoder, image encoder, vocab, train_state.pt dict) of a run; encoders and vocab None without a DAMSM."
     if resume and overwrite:
         raise InvalidInput(f"--resume continues the run in {out} and --overwrite deletes it; pass one of them, not both.")
+    if resume and init_from is not None:
+        raise InvalidInput(f"--init-from starts a new run from another model and --resume continues the run in {out} from its "
+                           f"own checkpoint; pass one of them, not both.")
+    if init_from is not None: damsm = init_damsm(init_from, damsm)   # the DAMSM the model was trained with
     if resume:
         saved = load_train_state(out)
         run_cfg, run_damsm = Config.from_json(out/'config.json'), load_run_damsm(out)
@@ -676,10 +682,10 @@ def default_threads() -> int:
 
 # %% ../nbs/07_train.ipynb #462d0481
 def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = DistInfo(), progress=False, log=print,
-                overwrite: bool = False):
-    "Build or restore a run: (TrainState, loader, sampler, fixed sample batch)."
+                overwrite: bool = False, init_from=None):
+    "Build or restore a run: (TrainState, loader, sampler, fixed sample batch); a new run `init_from` a model grows it."
     out = Path(out).expanduser()
-    cfg, text_enc, img_enc, vocab, saved = run_settings(cfg, out, damsm, resume, dd, overwrite)
+    cfg, text_enc, img_enc, vocab, saved = run_settings(cfg, out, damsm, resume, dd, overwrite, init_from)
     if dd.world > 1: torch_dist.barrier()                  # every process has checked `out` before rank 0 writes there
     torch.set_num_threads(cfg.train.threads or min(torch.get_num_threads(), default_threads()))
     if cfg.data.bucket_by_length: log("Note: cfg.data.bucket_by_length is not used here; GAN batches are plain random draws.")
@@ -691,6 +697,7 @@ def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = Di
         with seeded_init(mix_seed(cfg.train.seed, 4)): text_enc, img_enc = text_encoder(vocab.itos, cfg.text), image_encoder(cfg)
         log("No DAMSM given: the DAMSM loss uses untrained encoders (fine for trying the loop; pass --damsm RUN to train for real).")
     st = build_state(cfg, vocab, text_enc, img_enc, dd)
+    if init_from is not None: grow_from(st, init_from, log if dd.main else (lambda *a: None))
     if resume:
         restore(st, saved)
         if saved.get('world', 1) != dd.world:
@@ -701,6 +708,56 @@ def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = Di
         save_damsm(out, st.text_encoder, st.image_encoder, cfg, vocab)     # config.json, vocab.json, damsm.pt
     loader, sampler = train_loader(ds, cfg, dd)
     return st, loader, sampler, fixed_batch(root, vocab, cfg, st.text_encoder, device=dd.device)
+
+# %% ../nbs/07_train.ipynb #d58be0f9
+def init_damsm(init_from, damsm=None) -> Path:
+    "The DAMSM folder of a run started `init_from` a model: the model's own; `damsm`, if given, must hold the same DAMSM."
+    src = Path(init_from).expanduser()
+    if not src.is_dir(): raise MissingPath(f"--init-from {src}: no such folder; pass a training run or a packaged model.")
+    if not (src/'generator.pt').is_file():
+        raise InvalidInput(f"--init-from {src}: it holds no generator.pt; pass the --out folder of `attngan train` or a "
+                           f"packaged model.")
+    if damsm is not None:
+        te, ie, _, voc = load_damsm(damsm); ste, sie, _, svoc = load_damsm(src)
+        if voc != svoc or not (same_weights(te, ste) and same_weights(ie, sie)):
+            raise InvalidInput(f"--damsm {damsm} is not the DAMSM the model in {src} was trained with; drop --damsm "
+                               f"(the run takes the model's own).")
+    return src
+
+# %% ../nbs/07_train.ipynb #052a0ec2
+def model_discriminators(src: Path) -> list | None:
+    "The discriminators' weights of a run (train_state.pt) or packaged model (discriminators.pt); None when it has neither."
+    for f in ('train_state.pt', 'discriminators.pt'):
+        if (src/f).is_file(): return load_tensors(src/f, fix=f'put back a good copy of it, or remove it to start the Ds afresh')['Ds']
+    return None
+
+def grow_from(st: TrainState, src, log=print) -> tuple:
+    "Load the generator (into G and its EMA) and discriminators of the run or packaged model `src` into st's first stages; the new sizes."
+    src = Path(src).expanduser()
+    sizes, own = tuple(Config.from_json(src/'config.json').gan.sizes), tuple(st.cfg.gan.sizes)
+    if own[:len(sizes)] != sizes:
+        raise InvalidInput(f"--init-from {src}: its stages are {'/'.join(map(str, sizes))} px and this run's "
+                           f"{'/'.join(map(str, own))} px do not begin with them; grow a model by adding stages after its "
+                           f"last, e.g. --set gan.sizes={','.join(map(str, (*sizes, 2 * sizes[-1])))}.")
+    g, mine = load_tensors(src/'generator.pt'), bare(st.G).state_dict()
+    bad = [k for k, v in g.items() if k not in mine or mine[k].shape != v.shape]
+    if bad:
+        shapes = f"{tuple(g[bad[0]].shape)} there, {tuple(mine[bad[0]].shape) if bad[0] in mine else 'absent'} here"
+        raise InvalidInput(f"--init-from {src}: its generator does not fit this run's first stages ({bad[0]}: {shapes}); "
+                           f"use the generator settings (gan.ngf, gan.z_dim, ...) of {src/'config.json'}.")
+    g = {k: v.to(mine[k].dtype) for k, v in g.items()}
+    bare(st.G).load_state_dict(g, strict=False); st.G_ema.load_state_dict(g, strict=False)
+    Ds = model_discriminators(src)
+    try:
+        for D, sd in zip(st.Ds, Ds or []): D.load_state_dict({k: v.float() for k, v in sd.items()})
+    except RuntimeError as e:
+        raise InvalidInput(f"--init-from {src}: its discriminators do not fit this run's ({str(e).splitlines()[0][:120]}); "
+                           f"use the discriminator settings (gan.ndf, ...) of {src/'config.json'}.") from None
+    new = own[len(sizes):]
+    log(f"init from {src}: the generator's {'/'.join(map(str, sizes))} px stages and "
+        f"{'their discriminators' if Ds else 'no discriminators (it has none; all start afresh)'} loaded; "
+        f"{'new: ' + '/'.join(map(str, new)) + ' px' if new else 'no new stage'}.")
+    return new
 
 # %% ../nbs/07_train.ipynb #49470fdb
 class TrainingDiverged(UserError):
@@ -772,6 +829,7 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
           device=None,                    # default: cuda:LOCAL_RANK when there is a GPU, else the CPU
           overwrite: bool = False,        # replace a run in `out`: delete its files (only those), then start afresh
           command: str | None = None,     # how legs.json names this call (the CLI gives its command line); default: the Python call
+          init_from=None,                 # a new run starts its first stages from this run or packaged model (`grow_from`)
          ) -> TrainState:
     "Train AttnGAN, paper Sec. 3.1: D and G steps, EMA, samples and atomic checkpoints; resumable; torchrun-ready."
     if cfg is not None: cfg.validate()                                        # one sentence naming a bad setting
@@ -781,10 +839,10 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
     say, lock = (log if dd.main else (lambda *a, **k: None)), None
     try:
         lock = lock_run(out, resume, dd)                                          # the only writer of `out` until the end
-        st, loader, sampler, fixed = prepare_run(cfg, out, damsm, data, resume, dd, progress and dd.main, say, overwrite)
+        st, loader, sampler, fixed = prepare_run(cfg, out, damsm, data, resume, dd, progress and dd.main, say, overwrite, init_from)
         out, total = Path(out).expanduser(), steps if steps is not None else st.cfg.train.epochs * len(sampler)
         if st.step >= total: say(f"The run in {out} is at step {st.step} already (target {total}); nothing to do."); return st
-        if dd.main: start_leg(st, out, command or python_call(out, damsm, data, minutes, steps, resume), t_start, say)
+        if dd.main: start_leg(st, out, command or python_call(out, damsm, data, minutes, steps, resume, init_from), t_start, say)
         if not resume and dd.main: write_samples(st, fixed, out); save_checkpoint(st, out)   # step 0: resumable at once
         first, last_ckpt, t0 = st.step, st.step, time.perf_counter()
         amp = lambda: autocast(st.cfg, dd.device)                                 # bfloat16 forward passes when cfg.train.amp == 'bf16'
@@ -815,15 +873,16 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
 
 # %% ../nbs/07_train.ipynb #f06a4d3f
 def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None, steps=None, resume=False,
-              quiet=False, seed=None, overwrite=False, sets=(), amp=None, command=None) -> TrainState:
+              quiet=False, seed=None, overwrite=False, sets=(), amp=None, command=None, init_from=None) -> TrainState:
     "What `attngan train` runs: a preset (default 'demo'), a seed, each --set and --amp, then `train`; on resume checked against the run's."
     if minutes is not None: check_positive('--minutes', minutes)
     if steps is not None: check_positive('--steps', steps, integer=True)
     if seed is not None: check_range('--seed', seed, 0, 2**63, integer=True, hi_open=True, what='an integer in [0, 2**63)')
     if amp is not None: check_choice('--amp', amp, ('auto', 'bf16', 'off'))
     sets = [*(sets or ()), *([f"train.amp={'' if amp == 'off' else amp}"] if amp is not None else [])]
-    if damsm is not None and not resume and (own := [s for s in sets if s.split('.')[0].strip() in ('text', 'damsm')]):
-        raise InvalidInput(f"--set {own[0]}: with --damsm the text and DAMSM settings are those of {damsm}/config.json; drop that --set.")
+    given = damsm if damsm is not None else init_from                     # --init-from brings its model's DAMSM
+    if given is not None and not resume and (own := [s for s in sets if s.split('.')[0].strip() in ('text', 'damsm')]):
+        raise InvalidInput(f"--set {own[0]}: with --damsm or --init-from the text and DAMSM settings are those of {given}/config.json; drop that --set.")
     saved = Path(out).expanduser()/'config.json'
     if not resume: cfg = get_preset(preset or 'demo')
     elif preset is not None: cfg = get_preset(preset)                     # must match the run's settings
@@ -831,7 +890,7 @@ def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None
     if seed is not None and cfg is not None: cfg.train.seed = seed
     if cfg is not None: cfg = apply_sets(cfg, sets)
     return train(cfg, out, damsm=damsm, data=data, minutes=minutes, steps=steps, resume=resume, progress=not quiet,
-                 overwrite=overwrite, command=command)
+                 overwrite=overwrite, command=command, init_from=init_from)
 
 # %% ../nbs/07_train.ipynb #52f099f9
 def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -848,6 +907,10 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=None, help="random seed (default: the preset's)")
     p.add_argument('--set', action='append', default=[], dest='sets', metavar='SECTION.KEY=VALUE',
                    help="change one setting of the preset (repeatable), e.g. --set gan.spectral_norm=true --set train.batch_size=16")
+    p.add_argument('--init-from', default=None, metavar='RUN',
+                   help="start a new run's first stages (generator and discriminators) from a trained run or packaged model "
+                        "whose stage sizes begin this run's, e.g. a two-stage model grown into three with --set gan.sizes=32,64,128; "
+                        "its DAMSM is the run's")
     p.add_argument('--amp', default=None, choices=['auto', 'bf16', 'off'],
                    help="train.amp: 'auto' bfloat16 where the hardware has it natively, else float32; 'bf16'; 'off' float32 (default: the preset's, 'auto' but for tiny)")
     return p
@@ -856,7 +919,7 @@ def main_train(argv=None) -> int:
     "Stand-alone `train` entry point (works under torchrun): a user's mistake is one line on stderr and exit code 2."
     a = add_train_args(argparse.ArgumentParser(prog='attngan train', description='Train AttnGAN.')).parse_args(argv)
     try: cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp,
-                   command=shlex.join(['attngan', 'train', *(sys.argv[1:] if argv is None else map(str, argv))]))
+                   init_from=a.init_from, command=shlex.join(['attngan', 'train', *(sys.argv[1:] if argv is None else map(str, argv))]))
     except UserError as e:
         if os.environ.get('RANK', '0') == '0': print(f"attngan train: error: {e}", file=sys.stderr)
         return 2

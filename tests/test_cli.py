@@ -1,5 +1,5 @@
 "The `attngan` command end to end on the tiny() preset: pretrain-damsm -> train -> sample, and its one-line errors."
-import subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from _cli import run                      # tests/_cli.py: `attngan ARGS` in a subprocess
@@ -145,6 +145,27 @@ def test_generator_shape_follows_the_set(tmp_path, capsys, one_thread):
     assert {k: v.shape for k, v in torch.load(r/'generator.pt', weights_only=True).items()} == want
     c.gan.ngf = 4
     assert want != {k: v.shape for k, v in Generator(c).state_dict().items()}
+
+
+def test_grow_a_packaged_model_into_three_stages(tiny_run, tmp_path, capsys, one_thread):
+    "`attngan train --init-from MODEL`: a packaged two-stage model (half precision, discriminators.pt) grown by a stage."
+    from attngan.sample import package_model
+    model = package_model(tiny_run/'gan', tmp_path/'model')                      # what ship_model.py ships
+    r, args = tmp_path/'grown', ['--preset', 'tiny', '--set', 'gan.sizes=16,32,64', '--steps', 1, '--quiet']
+    rc, out, err = in_process(capsys, 'train', '--out', r, '--init-from', model, *args)
+    assert rc == 0, err
+    assert 'init from' in out and 'stages and their discriminators loaded; new: 64 px' in out, out
+    st, g0 = torch.load(r/'train_state.pt', weights_only=True), torch.load(model/'generator.pt', weights_only=True)
+    assert len(st['Ds']) == 3 and set(g0) < set(st['G']) and any(k.startswith('next_stages.1.') for k in st['G'])
+    assert (r/'damsm.pt').is_file() and 'init-from' in json.loads((r/'legs.json').read_text())[0]['command']
+    rc, out, err = in_process(capsys, 'train', '--out', r, '--resume', '--steps', 2, '--quiet')
+    assert rc == 0 and 'Trained steps 2-2' in out, err
+    in_process_error(capsys, 'train', '--out', tmp_path/'g2', '--init-from', model, '--preset', 'tiny', '--set', 'gan.sizes=32,64',
+                     '--steps', 1, '--quiet', 'do not begin with them')
+    in_process_error(capsys, 'train', '--out', tmp_path/'g3', '--init-from', tmp_path/'nowhere', *args, 'no such folder')
+    in_process_error(capsys, 'train', '--out', tmp_path/'g4', '--init-from', tiny_run/'damsm', *args, 'holds no generator.pt')
+    in_process_error(capsys, 'train', '--out', tmp_path/'g5', '--init-from', model, '--set', 'damsm.gamma3=5', *args, 'drop that --set')
+    assert not (tmp_path/'g2').exists() or not (tmp_path/'g2'/'train_state.pt').exists()   # refusals write no run
 
 
 def test_pretrain_damsm_set_then_resume(tmp_path, capsys, one_thread):
