@@ -30,8 +30,10 @@ def main():
     if not a.eval_only and not a.run: ap.error('give RUN, or --eval-only')
     assets = assets_dir()
     info = json.loads(Path(a.info).read_text()) if a.info else None
-    legs_file = Path(a.legs) if a.legs else (Path(a.run)/'legs.json' if a.run and not a.eval_only else None)
-    if legs_file is not None and (a.legs or legs_file.is_file()):
+    if a.legs: legs_file = Path(a.legs)                                       # given: must be readable
+    elif a.run and not a.eval_only and (Path(a.run)/'legs.json').is_file(): legs_file = Path(a.run)/'legs.json'
+    else: legs_file = None                                                    # a run from before legs.json
+    if legs_file is not None:
         legs = json.loads(legs_file.read_text())
         info = (info or {}) | dict(legs=legs, gan_steps=legs[-1]['steps'][1], gan_wall_minutes=round(sum(l['wall_minutes'] for l in legs), 1))
     out = assets/SHIPPED_MODEL if a.eval_only else package_model(a.run, assets/SHIPPED_MODEL, half=True, info=info)

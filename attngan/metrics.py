@@ -1034,10 +1034,11 @@ def plot_stages(m: dict, keys=STAGE_PANELS, width: float = 8.27):
 
 # %% ../nbs/09_metrics.ipynb #ff0e854e
 def run_steps(run) -> int | None:
-    "The generator steps behind a run folder's generator.pt (its losses.json, or a shipped model's train_info.json); None if unknown."
+    "The generator steps behind a run folder's generator.pt (its last leg, else losses.json, or a shipped model's train_info.json); None if unknown."
     if run is None: return None
-    run = Path(run)
-    for f, get in (('losses.json', lambda j: j[-1]['step']), ('train_info.json', lambda j: j['gan_steps'])):
+    run = Path(run)                        # legs.json is small and written with the same checkpoint; losses.json: runs before legs
+    for f, get in (('legs.json', lambda j: j[-1]['steps'][1]), ('losses.json', lambda j: j[-1]['step']),
+                   ('train_info.json', lambda j: j['gan_steps'])):
         try: return int(get(json.loads((run/f).read_text())))
         except (OSError, ValueError, LookupError, TypeError): pass
     return None
