@@ -355,19 +355,18 @@ def swap_figure(res: Text2ImageResult, r0: int = 0, r1: int = 1, width: float = 
 # %% ../nbs/10_widgets.ipynb #b17c1340
 def load_discriminators(run, cfg: Config | None = None) -> nn.ModuleList:
     "Every stage's discriminator from RUN/train_state.pt (a training run) or RUN/discriminators.pt (a shipped model), in eval mode."
-    from attngan.train import load_train_state
-    from attngan.pretrain import _load_tensors
+    from attngan.train import model_discriminators                   # the same reader `attngan train --init-from` uses
     from attngan.discriminators import build_discriminators
     run = Path(run).expanduser()
-    src = run/'discriminators.pt' if (run/'discriminators.pt').is_file() else run/'train_state.pt'
-    if not src.is_file():
-        raise MissingPath(f"{run} has no train_state.pt: discriminators are kept only in the run folders of `attngan train`.")
-    cfg = cfg or Config.from_json(run/'config.json')
-    Ds, sd = build_discriminators(cfg), (_load_tensors(src) if src.name == 'discriminators.pt' else load_train_state(run))
+    sd = model_discriminators(run)                                   # [state dict per stage] or None
+    if sd is None:
+        raise MissingPath(f"{run} has no train_state.pt or discriminators.pt: discriminators are kept only in the run folders "
+                          f"of `attngan train` and in packaged models.")
+    Ds = build_discriminators(cfg or Config.from_json(run/'config.json'))
     try:
-        for D, s in zip(Ds, sd['Ds'], strict=True): D.load_state_dict(s)
+        for D, s in zip(Ds, sd, strict=True): D.load_state_dict(s)   # half-precision weights are cast on copy
     except (RuntimeError, ValueError) as e:
-        raise InvalidInput(f"The discriminators in {src} do not fit the config ({str(e).splitlines()[0][:120]}).") from None
+        raise InvalidInput(f"The discriminators in {run} do not fit the config ({str(e).splitlines()[0][:120]}).") from None
     return Ds.eval()
 
 # %% ../nbs/10_widgets.ipynb #6687688c
