@@ -40,7 +40,7 @@ def cmd_train(a):
     "Train AttnGAN (also under torchrun for several processes)."
     from attngan.train import cli_train
     cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp,
-              init_from=a.init_from, command=shlex.join(['attngan', *a.argv]))     # how legs.json names this leg
+              init_from=a.init_from, new_stages=a.new_stages, command=shlex.join(['attngan', *a.argv]))     # how legs.json names this leg
 
 # %% ../nbs/11_cli.ipynb #271c974e
 def cmd_sample(a):

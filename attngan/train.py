@@ -25,17 +25,18 @@ from .pretrain import save_damsm, load_damsm
 from .files import atomic_write, atomic_torch_save, atomic_write_text, load_tensors, RunLock, RunInUse, lock_holder
 
 # %% auto #0
-__all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'mix_seed', 'draw_noise', 'DistInfo', 'bare', 'DiscriminatorLoss',
-           'WordDiscriminatorLoss', 'TrainState', 'seeded_init', 'native_bf16', 'uses_bf16', 'numerics', 'build_state',
-           'autocast', 'no_timer', 'd_step', 'g_step', 'ema_update', 'ema_decay', 'real_regions', 'word_d_step',
-           'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples', 'plot_attention', 'plot_losses',
-           'setup_distributed', 'EpochBatchSampler', 'seeded_sample', 'SeededSamples', 'train_loader', 'batch_stream',
-           'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states', 'train_state_dict',
-           'read_legs', 'start_leg', 'python_call', 'leg_records', 'save_checkpoint', 'load_train_state', 'restore',
-           'data_root', 'check_new_run', 'clear_run', 'config_diff', 'same_weights', 'check_resume_settings',
-           'load_run_damsm', 'run_settings', 'run_data', 'default_threads', 'prepare_run', 'init_damsm',
-           'model_discriminators', 'grow_from', 'TrainingDiverged', 'sync_step', 'check_finite', 'after_step',
-           'end_run', 'timing', 'lock_run', 'train', 'cli_train', 'add_train_args', 'main_train']
+__all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'NEW_STAGES', 'mix_seed', 'draw_noise', 'DistInfo', 'bare',
+           'DiscriminatorLoss', 'WordDiscriminatorLoss', 'TrainState', 'seeded_init', 'native_bf16', 'uses_bf16',
+           'numerics', 'build_state', 'autocast', 'no_timer', 'd_step', 'g_step', 'ema_update', 'ema_decay',
+           'real_regions', 'word_d_step', 'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples',
+           'plot_attention', 'plot_losses', 'setup_distributed', 'EpochBatchSampler', 'seeded_sample', 'SeededSamples',
+           'train_loader', 'batch_stream', 'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states',
+           'train_state_dict', 'read_legs', 'start_leg', 'python_call', 'leg_records', 'save_checkpoint',
+           'load_train_state', 'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff', 'same_weights',
+           'check_resume_settings', 'load_run_damsm', 'run_settings', 'run_data', 'default_threads', 'prepare_run',
+           'init_damsm', 'model_discriminators', 'copy_last_stage', 'grow_from', 'TrainingDiverged', 'sync_step',
+           'check_finite', 'after_step', 'end_run', 'timing', 'lock_run', 'train', 'cli_train', 'add_train_args',
+           'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -486,10 +487,10 @@ def start_leg(st: TrainState, out, command: str, t0: float, log=print):
     st.leg = dict(earlier=earlier, command=command, first=st.step, t0=t0,
                   started=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
 
-def python_call(out, damsm=None, data=None, minutes=None, steps=None, resume=False, init_from=None) -> str:
+def python_call(out, damsm=None, data=None, minutes=None, steps=None, resume=False, init_from=None, new_stages='fresh') -> str:
     "How legs.json names a call of `train` from Python: the run folder and the arguments that shape the leg."
     given = dict(damsm=damsm and str(damsm), data=data and str(data), minutes=minutes, steps=steps, resume=resume or None,
-                 init_from=init_from and str(init_from))
+                 init_from=init_from and str(init_from), new_stages=None if new_stages == 'fresh' else new_stages)
     return f"train({', '.join([repr(str(out)), *(f'{k}={v!r}' for k, v in given.items() if v is not None)])})"
 
 def leg_records(st: TrainState) -> list:
@@ -682,7 +683,7 @@ def default_threads() -> int:
 
 # %% ../nbs/07_train.ipynb #462d0481
 def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = DistInfo(), progress=False, log=print,
-                overwrite: bool = False, init_from=None):
+                overwrite: bool = False, init_from=None, new_stages: str = 'fresh'):
     "Build or restore a run: (TrainState, loader, sampler, fixed sample batch); a new run `init_from` a model grows it."
     out = Path(out).expanduser()
     cfg, text_enc, img_enc, vocab, saved = run_settings(cfg, out, damsm, resume, dd, overwrite, init_from)
@@ -697,7 +698,7 @@ def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = Di
         with seeded_init(mix_seed(cfg.train.seed, 4)): text_enc, img_enc = text_encoder(vocab.itos, cfg.text), image_encoder(cfg)
         log("No DAMSM given: the DAMSM loss uses untrained encoders (fine for trying the loop; pass --damsm RUN to train for real).")
     st = build_state(cfg, vocab, text_enc, img_enc, dd)
-    if init_from is not None: grow_from(st, init_from, log if dd.main else (lambda *a: None))
+    if init_from is not None: grow_from(st, init_from, log if dd.main else (lambda *a: None), new_stages)
     if resume:
         restore(st, saved)
         if saved.get('world', 1) != dd.world:
@@ -731,8 +732,22 @@ def model_discriminators(src: Path) -> list | None:
         if (src/f).is_file(): return load_tensors(src/f, fix=f'put back a good copy of it, or remove it to start the Ds afresh')['Ds']
     return None
 
-def grow_from(st: TrainState, src, log=print) -> tuple:
+NEW_STAGES = ('fresh', 'copy')   # how the stages a grown model lacks start
+
+def copy_last_stage(G: nn.Module, first_new: int) -> int:
+    "Refinement stages that make sizes[first_new:] and their to_images layers start as copies of the stage before; tensors copied."
+    sd, n = G.state_dict(), 0
+    for k in range(first_new, len(G.sizes)):                      # stage k: next_stages[k-1] makes it, to_images[k] draws it
+        for new, old in ((f'next_stages.{k - 1}.', f'next_stages.{k - 2}.'), (f'to_images.{k}.', f'to_images.{k - 1}.')):
+            for key in [key for key in sd if key.startswith(new)]:
+                o = old + key[len(new):]
+                if o in sd and sd[o].shape == sd[key].shape: sd[key] = sd[o].clone(); n += 1   # size-bound tensors stay fresh
+    G.load_state_dict(sd)
+    return n
+
+def grow_from(st: TrainState, src, log=print, new_stages: str = 'fresh') -> tuple:
     "Load the generator (into G and its EMA) and discriminators of the run or packaged model `src` into st's first stages; the new sizes."
+    check_choice('new_stages', new_stages, NEW_STAGES)
     src = Path(src).expanduser()
     sizes, own = tuple(Config.from_json(src/'config.json').gan.sizes), tuple(st.cfg.gan.sizes)
     if own[:len(sizes)] != sizes:
@@ -746,17 +761,24 @@ def grow_from(st: TrainState, src, log=print) -> tuple:
         raise InvalidInput(f"--init-from {src}: its generator does not fit this run's first stages ({bad[0]}: {shapes}); "
                            f"use the generator settings (gan.ngf, gan.z_dim, ...) of {src/'config.json'}.")
     g = {k: v.to(mine[k].dtype) for k, v in g.items()}
-    bare(st.G).load_state_dict(g, strict=False); st.G_ema.load_state_dict(g, strict=False)
+    bare(st.G).load_state_dict(g, strict=False)
+    new = own[len(sizes):]
+    if new_stages == 'copy' and new:
+        if len(sizes) < 2 or st.cfg.gan.share_refine:
+            raise InvalidInput(f"--new-stages copy: {src} has {'no refinement stage' if len(sizes) < 2 else 'one refinement stage shared by all (gan.share_refine)'} "
+                               f"to copy; use --new-stages fresh.")
+        copy_last_stage(bare(st.G), len(sizes))
+    st.G_ema.load_state_dict(bare(st.G).state_dict())                        # the EMA starts where G starts
     Ds = model_discriminators(src)
     try:
         for D, sd in zip(st.Ds, Ds or []): D.load_state_dict({k: v.float() for k, v in sd.items()})
     except RuntimeError as e:
         raise InvalidInput(f"--init-from {src}: its discriminators do not fit this run's ({str(e).splitlines()[0][:120]}); "
                            f"use the discriminator settings (gan.ndf, ...) of {src/'config.json'}.") from None
-    new = own[len(sizes):]
     log(f"init from {src}: the generator's {'/'.join(map(str, sizes))} px stages and "
         f"{'their discriminators' if Ds else 'no discriminators (it has none; all start afresh)'} loaded; "
-        f"{'new: ' + '/'.join(map(str, new)) + ' px' if new else 'no new stage'}.")
+        f"{'new: ' + '/'.join(map(str, new)) + ' px' if new else 'no new stage'}"
+        f"{f' (copies of its {sizes[-1]} px stage)' if new and new_stages == 'copy' else ''}.")
     return new
 
 # %% ../nbs/07_train.ipynb #49470fdb
@@ -830,6 +852,7 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
           overwrite: bool = False,        # replace a run in `out`: delete its files (only those), then start afresh
           command: str | None = None,     # how legs.json names this call (the CLI gives its command line); default: the Python call
           init_from=None,                 # a new run starts its first stages from this run or packaged model (`grow_from`)
+          new_stages: str = 'fresh',      # with init_from: the stages the model lacks start 'fresh' or as a 'copy' of its last
          ) -> TrainState:
     "Train AttnGAN, paper Sec. 3.1: D and G steps, EMA, samples and atomic checkpoints; resumable; torchrun-ready."
     if cfg is not None: cfg.validate()                                        # one sentence naming a bad setting
@@ -839,10 +862,11 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
     say, lock = (log if dd.main else (lambda *a, **k: None)), None
     try:
         lock = lock_run(out, resume, dd)                                          # the only writer of `out` until the end
-        st, loader, sampler, fixed = prepare_run(cfg, out, damsm, data, resume, dd, progress and dd.main, say, overwrite, init_from)
+        st, loader, sampler, fixed = prepare_run(cfg, out, damsm, data, resume, dd, progress and dd.main, say, overwrite, init_from,
+                                             new_stages)
         out, total = Path(out).expanduser(), steps if steps is not None else st.cfg.train.epochs * len(sampler)
         if st.step >= total: say(f"The run in {out} is at step {st.step} already (target {total}); nothing to do."); return st
-        if dd.main: start_leg(st, out, command or python_call(out, damsm, data, minutes, steps, resume, init_from), t_start, say)
+        if dd.main: start_leg(st, out, command or python_call(out, damsm, data, minutes, steps, resume, init_from, new_stages), t_start, say)
         if not resume and dd.main: write_samples(st, fixed, out); save_checkpoint(st, out)   # step 0: resumable at once
         first, last_ckpt, t0 = st.step, st.step, time.perf_counter()
         amp = lambda: autocast(st.cfg, dd.device)                                 # bfloat16 forward passes when cfg.train.amp == 'bf16'
@@ -873,12 +897,16 @@ def train(cfg: Config | None = None,      # settings (a preset); a resumed run u
 
 # %% ../nbs/07_train.ipynb #f06a4d3f
 def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None, steps=None, resume=False,
-              quiet=False, seed=None, overwrite=False, sets=(), amp=None, command=None, init_from=None) -> TrainState:
+              quiet=False, seed=None, overwrite=False, sets=(), amp=None, command=None, init_from=None,
+              new_stages: str = 'fresh') -> TrainState:
     "What `attngan train` runs: a preset (default 'demo'), a seed, each --set and --amp, then `train`; on resume checked against the run's."
     if minutes is not None: check_positive('--minutes', minutes)
     if steps is not None: check_positive('--steps', steps, integer=True)
     if seed is not None: check_range('--seed', seed, 0, 2**63, integer=True, hi_open=True, what='an integer in [0, 2**63)')
     if amp is not None: check_choice('--amp', amp, ('auto', 'bf16', 'off'))
+    check_choice('--new-stages', new_stages, NEW_STAGES)
+    if new_stages != 'fresh' and init_from is None:
+        raise InvalidInput(f"--new-stages {new_stages} says how the stages a model lacks start; it needs --init-from MODEL.")
     sets = [*(sets or ()), *([f"train.amp={'' if amp == 'off' else amp}"] if amp is not None else [])]
     given = damsm if damsm is not None else init_from                     # --init-from brings its model's DAMSM
     if given is not None and not resume and (own := [s for s in sets if s.split('.')[0].strip() in ('text', 'damsm')]):
@@ -890,7 +918,7 @@ def cli_train(data=None, damsm=None, out='runs/train', preset=None, minutes=None
     if seed is not None and cfg is not None: cfg.train.seed = seed
     if cfg is not None: cfg = apply_sets(cfg, sets)
     return train(cfg, out, damsm=damsm, data=data, minutes=minutes, steps=steps, resume=resume, progress=not quiet,
-                 overwrite=overwrite, command=command, init_from=init_from)
+                 overwrite=overwrite, command=command, init_from=init_from, new_stages=new_stages)
 
 # %% ../nbs/07_train.ipynb #52f099f9
 def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -911,6 +939,9 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="start a new run's first stages (generator and discriminators) from a trained run or packaged model "
                         "whose stage sizes begin this run's, e.g. a two-stage model grown into three with --set gan.sizes=32,64,128; "
                         "its DAMSM is the run's")
+    p.add_argument('--new-stages', default='fresh', choices=NEW_STAGES,
+                   help="with --init-from: the stages the model lacks start 'fresh' (random, the default) or as a 'copy' "
+                        "of its last refinement stage (attention included)")
     p.add_argument('--amp', default=None, choices=['auto', 'bf16', 'off'],
                    help="train.amp: 'auto' bfloat16 where the hardware has it natively, else float32; 'bf16'; 'off' float32 (default: the preset's, 'auto' but for tiny)")
     return p
@@ -919,7 +950,7 @@ def main_train(argv=None) -> int:
     "Stand-alone `train` entry point (works under torchrun): a user's mistake is one line on stderr and exit code 2."
     a = add_train_args(argparse.ArgumentParser(prog='attngan train', description='Train AttnGAN.')).parse_args(argv)
     try: cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp,
-                   init_from=a.init_from, command=shlex.join(['attngan', 'train', *(sys.argv[1:] if argv is None else map(str, argv))]))
+                   init_from=a.init_from, new_stages=a.new_stages, command=shlex.join(['attngan', 'train', *(sys.argv[1:] if argv is None else map(str, argv))]))
     except UserError as e:
         if os.environ.get('RANK', '0') == '0': print(f"attngan train: error: {e}", file=sys.stderr)
         return 2

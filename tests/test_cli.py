@@ -160,6 +160,10 @@ def test_grow_a_packaged_model_into_three_stages(tiny_run, tmp_path, capsys, one
     assert (r/'damsm.pt').is_file() and 'init-from' in json.loads((r/'legs.json').read_text())[0]['command']
     rc, out, err = in_process(capsys, 'train', '--out', r, '--resume', '--steps', 2, '--quiet')
     assert rc == 0 and 'Trained steps 2-2' in out, err
+    rc, out, err = in_process(capsys, 'train', '--out', tmp_path/'copied', '--init-from', model, '--new-stages', 'copy', *args)
+    assert rc == 0 and '(copies of its 32 px stage)' in out, err
+    assert '--new-stages copy' in json.loads((tmp_path/'copied'/'legs.json').read_text())[0]['command']
+    in_process_error(capsys, 'train', '--out', tmp_path/'g1', '--new-stages', 'copy', *args, 'it needs --init-from MODEL')
     in_process_error(capsys, 'train', '--out', tmp_path/'g2', '--init-from', model, '--preset', 'tiny', '--set', 'gan.sizes=32,64',
                      '--steps', 1, '--quiet', 'do not begin with them')
     in_process_error(capsys, 'train', '--out', tmp_path/'g3', '--init-from', tmp_path/'nowhere', *args, 'no such folder')
