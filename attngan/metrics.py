@@ -21,19 +21,20 @@ from .synthbirds import (ATTRIBUTES, ATTR_VALUES, ATTR_PART, PARTS, SPECIES_ATTR
 
 # %% auto #0
 __all__ = ['EVAL_VERSION', 'EVAL_DAMSM_SEED', 'INCEPTION_HINT', 'REAL_IMAGES_NOTE', 'STAGE_PANELS', 'PROGRESS_PANELS',
-           'QUICK_IMAGES', 'CAPTIONED_NOTE', 'crop_label_map', 'attribute_index', 'RealSet', 'load_real',
-           'is_synthetic_birds', 'real_layout', 'BirdEvaluator', 'evaluator_loss', 'train_evaluator', 'predict',
-           'evaluator_accuracy', 'metrics_cache_dir', 'save_evaluator', 'load_evaluator', 'load_or_train_evaluator',
-           'named_attributes', 'attribute_accuracy', 'shuffle_named', 'word_parts', 'attention_localisation',
-           'oracle_attention', 'one_attribute_edits', 'sentence_features', 'damsm_image_text', 'hard_r_precision',
-           'r_precision_scores', 'eval_damsm_config', 'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose',
-           'diversity', 'species_groups', 'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'knn_radii',
-           'in_manifold', 'precision_recall', 'kmeans', 'fit_concepts', 'concept_accuracy', 'concept_features',
-           'inception_score', 'inception_score_tm', 'InceptionLogits', 'generate', 'pick_captions', 'score_images',
-           'chance_floor', 'manifold_scores', 'evaluate_real', 'format_metrics', 'plot_metrics', 'format_stages',
-           'plot_stages', 'run_steps', 'write_metrics', 'evaluate', 'cli_evaluate', 'format_progress', 'plot_progress',
-           'caption_pairs', 'StoredFeatures', 'image_stats', 'real_batches', 'generated_batches', 'captioned_rows',
-           'run_damsm', 'plot_captioned', 'format_captioned', 'evaluate_captioned']
+           'PART_COLOURS', 'DIVERSITY_KEYS', 'SHIPPED_TARGETS', 'QUICK_IMAGES', 'CAPTIONED_NOTE', 'crop_label_map',
+           'attribute_index', 'RealSet', 'load_real', 'is_synthetic_birds', 'real_layout', 'BirdEvaluator',
+           'evaluator_loss', 'train_evaluator', 'predict', 'evaluator_accuracy', 'metrics_cache_dir', 'save_evaluator',
+           'load_evaluator', 'load_or_train_evaluator', 'named_attributes', 'attribute_accuracy', 'shuffle_named',
+           'word_parts', 'attention_localisation', 'oracle_attention', 'one_attribute_edits', 'sentence_features',
+           'damsm_image_text', 'hard_r_precision', 'r_precision_scores', 'eval_damsm_config',
+           'load_or_train_eval_damsm', 'evaluation_ready', 'bird_pose', 'diversity', 'species_groups',
+           'EvaluatorFeatures', 'InceptionFeatures', 'fid_kid', 'knn_radii', 'in_manifold', 'precision_recall',
+           'kmeans', 'fit_concepts', 'concept_accuracy', 'concept_features', 'inception_score', 'inception_score_tm',
+           'InceptionLogits', 'generate', 'pick_captions', 'score_images', 'chance_floor', 'manifold_scores',
+           'evaluate_real', 'format_metrics', 'plot_metrics', 'format_stages', 'plot_stages', 'run_steps',
+           'write_metrics', 'evaluate', 'cli_evaluate', 'format_progress', 'plot_progress', 'check_targets',
+           'format_targets', 'caption_pairs', 'StoredFeatures', 'image_stats', 'real_batches', 'generated_batches',
+           'captioned_rows', 'run_damsm', 'plot_captioned', 'format_captioned', 'evaluate_captioned']
 
 # %% ../nbs/09_metrics.ipynb #eb739299
 def crop_label_map(labels: np.ndarray,   # (H, W) uint8 label map of the full image
@@ -1176,6 +1177,44 @@ def plot_progress(ms: list, keys=PROGRESS_PANELS, targets: dict | None = None, w
     axs.flat[0].legend(fontsize=5)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/09_metrics.ipynb #c1ce7c7a
+PART_COLOURS = tuple(f"{p}_color" for p in ('crown', 'head', 'wing', 'body', 'belly', 'tail', 'beak', 'eye'))
+DIVERSITY_KEYS = ('diversity_unnamed_attributes', 'diversity_position_std', 'diversity_scale_cv', 'diversity_facing',
+                  'diversity_feature_distance')
+SHIPPED_TARGETS = dict(attribute_accuracy=0.80, part_colour=0.60, pointing_game=0.60, fid_evaluator=0.5, precision=0.7,
+                       recall=0.7, diversity_ratio=1.5, r_precision_points=10.0)
+
+def check_targets(m: dict, t: dict = SHIPPED_TARGETS) -> list[dict]:
+    "Rows (measure, generated, real, target, met, gap) of an `evaluate` result's last stage against targets `t`; gap 0 when met."
+    rows = []
+    def add(name, g, real, target, ok, gap): rows.append(dict(measure=name, generated=g, real=real, target=target, met=ok, gap=0.0 if ok else gap))
+    def floor(name, r, v): add(name, r['generated'], r['real'], f">= {v:g}", r['generated'] >= v, v - r['generated'])
+    for k in ('attribute_accuracy', 'pointing_game'):
+        if k in m and t.get(k) is not None: floor(k, m[k], t[k])
+    for a in PART_COLOURS:
+        if a in m.get('attribute_accuracy_per_attribute', {}): floor(a, m['attribute_accuracy_per_attribute'][a], t['part_colour'])
+    for k in ('fid_evaluator',):
+        if k in m: add(k, m[k]['generated'], m[k]['real'], f"<= {t[k]:g}", m[k]['generated'] <= t[k], m[k]['generated'] - t[k])
+    for k in ('precision', 'recall'):
+        if k in m: floor(k, m[k], t[k])
+    for k in DIVERSITY_KEYS:
+        if k in m and m[k]['real']:
+            ratio, f = m[k]['generated'] / m[k]['real'], t['diversity_ratio']
+            add(k, m[k]['generated'], m[k]['real'], f"within {f:g}x of real", 1 / f <= ratio <= f, max(ratio / f, 1 / (ratio * f)) - 1)
+    if 'r_precision' in m:
+        d, pts = abs(m['r_precision']['generated'] - m['r_precision']['real']), t['r_precision_points']
+        add('r_precision', m['r_precision']['generated'], m['r_precision']['real'], f"within {pts:g} points of real", d <= pts, d - pts)
+    return rows
+
+def format_targets(m: dict, t: dict = SHIPPED_TARGETS) -> str:
+    "`check_targets` as a table, and how many targets are met."
+    rows = check_targets(m, t); f = lambda v: f"{v:.3g}"
+    head = f"{'measure (last stage)':30s}{'generated':>11s}{'real':>9s}  {'target':30s}{'met':>5s}{'gap':>8s}"
+    lines = [head, '-' * len(head)] + [f"{r['measure']:30s}{f(r['generated']):>11s}{f(r['real']):>9s}  {r['target']:30s}"
+                                       f"{'yes' if r['met'] else 'no':>5s}{'' if r['met'] else f(r['gap']):>8s}" for r in rows]
+    return '\n'.join(lines + [f"{sum(r['met'] for r in rows)} of {len(rows)} targets met (gap: how far from the target; "
+                              "for diversity, the ratio's excess over the allowed factor)"])
 
 # %% ../nbs/09_metrics.ipynb #242c36d3
 QUICK_IMAGES = 500                # `attngan evaluate --quick` on a real data set
