@@ -10,7 +10,7 @@ PIPE = None
 
 def pipe():
     global PIPE
-    if PIPE is None: PIPE = Text2Image.pretrained()                   # the shipped model: 32/64 px, fast on a CPU
+    if PIPE is None: PIPE = Text2Image.pretrained()                   # the shipped model: every stage on a CPU in milliseconds
     return PIPE
 
 
