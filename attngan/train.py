@@ -734,16 +734,15 @@ def model_discriminators(src: Path) -> list | None:
 
 NEW_STAGES = ('fresh', 'copy')   # how the stages a grown model lacks start
 
-def copy_last_stage(G: nn.Module, first_new: int) -> int:
-    "Refinement stages that make sizes[first_new:] and their to_images layers start as copies of the stage before; tensors copied."
-    sd, n = G.state_dict(), 0
+def copy_last_stage(G: nn.Module, first_new: int):
+    "Refinement stages that make sizes[first_new:] and their to_images layers start as copies of the stage before."
+    sd = G.state_dict()
     for k in range(first_new, len(G.sizes)):                      # stage k: next_stages[k-1] makes it, to_images[k] draws it
         for new, old in ((f'next_stages.{k - 1}.', f'next_stages.{k - 2}.'), (f'to_images.{k}.', f'to_images.{k - 1}.')):
             for key in [key for key in sd if key.startswith(new)]:
                 o = old + key[len(new):]
-                if o in sd and sd[o].shape == sd[key].shape: sd[key] = sd[o].clone(); n += 1   # size-bound tensors stay fresh
+                if o in sd and sd[o].shape == sd[key].shape: sd[key] = sd[o].clone()   # size-bound tensors stay fresh
     G.load_state_dict(sd)
-    return n
 
 def grow_from(st: TrainState, src, log=print, new_stages: str = 'fresh') -> tuple:
     "Load the generator (into G and its EMA) and discriminators of the run or packaged model `src` into st's first stages; the new sizes."
