@@ -20,12 +20,15 @@ def split_budget(minutes: float, damsm_share: float = 0.3) -> tuple[float, float
 
 # %% ../nbs/09b_demo.ipynb #6e8c7bee
 def shipped_damsm(cfg: Config) -> Path | None:
-    "The shipped model's folder when its DAMSM was trained for `cfg`'s data, text and DAMSM settings, else None."
+    "The shipped model's folder (checksums verified) when its DAMSM was trained for `cfg`'s data, text and DAMSM settings, else None."
     from attngan.sample import assets_dir, SHIPPED_MODEL
+    from attngan.files import verify_checksums
     folder = assets_dir()/SHIPPED_MODEL
-    if not (folder/'config.json').is_file() or not (folder/'damsm.pt').is_file(): return None
-    got, want = json.loads((folder/'config.json').read_text()), json.loads(cfg.to_json())
-    return folder if all(got.get(k) == want[k] for k in ('data', 'text', 'damsm')) else None
+    if not (folder/'config.json').is_file(): return None                 # installed without its assets
+    got = Config.from_json(folder/'config.json')
+    if (got.data, got.text, got.damsm) != (cfg.data, cfg.text, cfg.damsm): return None
+    verify_checksums(folder)
+    return folder
 
 # %% ../nbs/09b_demo.ipynb #1866fc05
 def heldout_captions(root, n: int = 6, seed: int = 0) -> list[str]:
@@ -80,7 +83,7 @@ def run_demo(out='runs/demo', minutes: float = 20.0, preset: str = 'demo', quiet
     if (out/'train_state.pt').exists():
         raise InvalidInput(f"{out} already holds a trained run; choose another --out, or continue it with `attngan train --resume --out {out}`.")
     damsm = None if pretrain else shipped_damsm(cfg)   # the shipped DAMSM where it fits, unless told to pre-train
-    damsm_min, gan_min = split_budget(minutes, 0.0 if damsm else 0.3)
+    damsm_min, gan_min = split_budget(minutes, 0.0) if damsm else split_budget(minutes)
     log(f"attngan demo: preset {cfg.name}, {minutes:g} min budget ({damsm_min:.1f} DAMSM, {gan_min:.1f} GAN), writing {out}")
     root = damsm_data_root(cfg, 'synth', progress=not quiet)                                   # 1. data
     log(f"[1/5] synthetic birds: {root}")
