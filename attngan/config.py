@@ -325,7 +325,8 @@ def demo() -> Config:
                   damsm=DAMSMConfig(image_encoder='cnn', image_size=64, cnn_width=32, batch_size=48, epochs=30,
                                     cnn_global='parts', cnn_parts=16),
                   gan=GANConfig(sizes=(32, 64), ngf=16, ndf=32, z_dim=100, cond_dim=100, n_res=2),
-                  train=TrainConfig(batch_size=32, epochs=200, sample_every=200, ckpt_every=200))
+                  train=TrainConfig(batch_size=32, epochs=200, lr_g=4e-3, lr_d=4e-3,   # 20x the paper's 2e-4: see 09b_demo
+                                    sample_every=200, ckpt_every=200))
 
 # %% ../nbs/00_config.ipynb #cf008c8f
 def tiny() -> Config:
