@@ -1,0 +1,42 @@
+"""The figures of 09_metrics' "The shipped model" section, from a training run and its evaluations.
+
+    python .ci/ship_figs.py --run RUN --evals EVAL [EVAL ...] [--before EVAL ...] [--before-label TEXT]
+
+EVAL is the --out folder of one `attngan evaluate` of the run (metrics.json, stages.png); the last in step order gives
+the stage figure and the step of the sample grid. --before adds the last stage of an earlier model's evaluations to
+the progress curves (grey, dashed) for comparison. Writes nbs/images/ship3_{progress,stages,losses,samples}.png.
+"""
+import argparse, json
+from pathlib import Path
+import matplotlib; matplotlib.use('Agg')
+from PIL import Image
+from attngan.metrics import plot_progress, PROGRESS_PANELS
+
+TARGETS = dict(attribute_accuracy=0.8, pointing_game=0.6, fid_evaluator=0.5, precision=0.7, recall=0.7)
+
+def read(folders): return sorted((json.loads((Path(f)/'metrics.json').read_text()) for f in folders), key=lambda m: m['setup']['steps'])
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--run', required=True); ap.add_argument('--evals', nargs='+', required=True)
+    ap.add_argument('--before', nargs='*', default=[]); ap.add_argument('--before-label', default='model shipped before')
+    ap.add_argument('--images', default=str(Path(__file__).parents[1]/'nbs'/'images'))
+    a = ap.parse_args()
+    run, im_dir, ms = Path(a.run).expanduser(), Path(a.images), read(a.evals)
+    fig = plot_progress(ms, targets=TARGETS)
+    if a.before:
+        before = read(a.before)
+        keys = [k for k in PROGRESS_PANELS if k in ms[-1]]
+        for ax, k in zip(fig.axes, keys):
+            pts = [(m['setup']['steps'], m[k]['generated']) for m in before if k in m]
+            ax.plot(*zip(*pts), 'x--', ms=3, lw=1, color='0.45', label=a.before_label)
+        fig.axes[0].legend(fontsize=5)
+    fig.savefig(im_dir/'ship3_progress.png', dpi=80, bbox_inches='tight')
+    last = Path(sorted(a.evals, key=lambda f: json.loads((Path(f)/'metrics.json').read_text())['setup']['steps'])[-1])
+    step = ms[-1]['setup']['steps']
+    for src, dst, w in ((last/'stages.png', 'ship3_stages.png', 900), (run/'losses.png', 'ship3_losses.png', 700),
+                        (run/'samples'/f'step_{step:06d}.png', 'ship3_samples.png', 720)):
+        img = Image.open(src); img.thumbnail((w, w)); img.save(im_dir/dst, optimize=True)
+    for f in ('progress', 'stages', 'losses', 'samples'): print(f'ship3_{f}.png', (im_dir/f'ship3_{f}.png').stat().st_size // 1024, 'KiB')
+
+if __name__ == '__main__': main()
