@@ -10,11 +10,13 @@ import argparse, json
 from pathlib import Path
 import matplotlib; matplotlib.use('Agg')
 from PIL import Image
-from attngan.metrics import plot_progress, PROGRESS_PANELS
+from attngan.metrics import plot_progress, PROGRESS_PANELS, SHIPPED_TARGETS
 
-TARGETS = dict(attribute_accuracy=0.8, pointing_game=0.6, fid_evaluator=0.5, precision=0.7, recall=0.7)
+TARGETS = {k: SHIPPED_TARGETS[k] for k in ('attribute_accuracy', 'pointing_game', 'fid_evaluator', 'precision', 'recall')}
 
-def read(folders): return sorted((json.loads((Path(f)/'metrics.json').read_text()) for f in folders), key=lambda m: m['setup']['steps'])
+def read(folders) -> list:
+    "(folder, metrics) of each evaluation, in step order."
+    return sorted(((Path(f), json.loads((Path(f)/'metrics.json').read_text())) for f in folders), key=lambda r: r[1]['setup']['steps'])
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -22,18 +24,18 @@ def main():
     ap.add_argument('--before', nargs='*', default=[]); ap.add_argument('--before-label', default='model shipped before')
     ap.add_argument('--images', default=str(Path(__file__).parents[1]/'nbs'/'images'))
     a = ap.parse_args()
-    run, im_dir, ms = Path(a.run).expanduser(), Path(a.images), read(a.evals)
+    run, im_dir, evals = Path(a.run).expanduser(), Path(a.images), read(a.evals)
+    ms = [m for _, m in evals]
     fig = plot_progress(ms, targets=TARGETS)
     if a.before:
-        before = read(a.before)
+        before = [m for _, m in read(a.before)]
         keys = [k for k in PROGRESS_PANELS if k in ms[-1]]
         for ax, k in zip(fig.axes, keys):
             pts = [(m['setup']['steps'], m[k]['generated']) for m in before if k in m]
-            ax.plot(*zip(*pts), 'x--', ms=3, lw=1, color='0.45', label=a.before_label)
+            if pts: ax.plot(*zip(*pts), 'x--', ms=3, lw=1, color='0.45', label=a.before_label)
         fig.axes[0].legend(fontsize=5)
     fig.savefig(im_dir/'ship3_progress.png', dpi=80, bbox_inches='tight')
-    last = Path(sorted(a.evals, key=lambda f: json.loads((Path(f)/'metrics.json').read_text())['setup']['steps'])[-1])
-    step = ms[-1]['setup']['steps']
+    last, step = evals[-1][0], ms[-1]['setup']['steps']
     for src, dst, w in ((last/'stages.png', 'ship3_stages.png', 900), (run/'losses.png', 'ship3_losses.png', 700),
                         (run/'samples'/f'step_{step:06d}.png', 'ship3_samples.png', 720)):
         img = Image.open(src); img.thumbnail((w, w)); img.save(im_dir/dst, optimize=True)
