@@ -130,7 +130,7 @@ def _add_pretrain_damsm(sub):
     g.add_argument('--epochs', type=int, default=None, help="number of epochs (default: the preset's)")
     s.add_argument('--set', action='append', default=[], dest='sets', metavar='SECTION.KEY=VALUE',
                    help="change one setting of the preset (repeatable), e.g. --set damsm.batch_size=32 --set damsm.lr=0.001")
-    s.add_argument('--resume', action='store_true', help="continue the run in --out (a --set must match the run's settings)")
+    s.add_argument('--resume', action='store_true', help="continue the run in --out (a --set must match the run's settings, but for the learning rates, threads, workers and precision)")
     s.add_argument('--quiet', action='store_true', help='log lines instead of a progress bar')
     s.set_defaults(func=cmd_pretrain_damsm)
 

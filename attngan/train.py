@@ -25,7 +25,7 @@ from .pretrain import save_damsm, load_damsm
 from .files import atomic_write, atomic_torch_save, atomic_write_text, load_tensors, RunLock, RunInUse, lock_holder
 
 # %% auto #0
-__all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'NEW_STAGES', 'mix_seed', 'draw_noise', 'DistInfo', 'bare',
+__all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'RESUME_TAKEN', 'NEW_STAGES', 'mix_seed', 'draw_noise', 'DistInfo', 'bare',
            'DiscriminatorLoss', 'WordDiscriminatorLoss', 'TrainState', 'seeded_init', 'native_bf16', 'uses_bf16',
            'numerics', 'build_state', 'autocast', 'no_timer', 'd_step', 'g_step', 'ema_update', 'ema_decay',
            'real_regions', 'word_d_step', 'train_step', 'step_inputs', 'fixed_batch', 'sample_fixed', 'plot_samples',
@@ -33,10 +33,10 @@ __all__ = ['CKPT_KIND', 'RUN_FILES', 'RESUME_FREE', 'NEW_STAGES', 'mix_seed', 'd
            'train_loader', 'batch_stream', 'save_figure', 'write_samples', 'temp_files', 'rng_states', 'set_rng_states',
            'train_state_dict', 'read_legs', 'start_leg', 'python_call', 'leg_records', 'save_checkpoint',
            'load_train_state', 'restore', 'data_root', 'check_new_run', 'clear_run', 'config_diff', 'same_weights',
-           'check_resume_settings', 'load_run_damsm', 'run_settings', 'run_data', 'default_threads', 'prepare_run',
-           'init_damsm', 'model_discriminators', 'copy_last_stage', 'grow_from', 'TrainingDiverged', 'sync_step',
-           'check_finite', 'after_step', 'end_run', 'timing', 'lock_run', 'train', 'cli_train', 'add_train_args',
-           'main_train']
+           'check_resume_settings', 'take_free_settings', 'set_rates', 'load_run_damsm', 'run_settings', 'run_data',
+           'default_threads', 'prepare_run', 'init_damsm', 'model_discriminators', 'copy_last_stage', 'grow_from',
+           'TrainingDiverged', 'sync_step', 'check_finite', 'after_step', 'end_run', 'timing', 'lock_run', 'train',
+           'cli_train', 'add_train_args', 'main_train']
 
 # %% ../nbs/07_train.ipynb #bba68574
 def mix_seed(*keys: int) -> int:
@@ -585,7 +585,8 @@ def clear_run(out) -> list[Path]:
     return gone
 
 # %% ../nbs/07_train.ipynb #483d9fda
-RESUME_FREE = ('name', 'data.root', 'data.num_workers', 'train.threads', 'train.amp', 'train.checkpoint')   # may differ when a run is resumed
+RESUME_FREE = ('name', 'data.root', 'data.num_workers', 'train.threads', 'train.amp', 'train.checkpoint',
+               'train.lr_g', 'train.lr_d')   # may differ when a run is resumed
 
 def config_diff(old: Config, new: Config, skip=RESUME_FREE) -> list[str]:
     "The settings that differ, as 'section.key: old -> new', GAN and training settings first."
@@ -617,6 +618,28 @@ def check_resume_settings(out, run_cfg: Config, cfg: Config | None = None, damsm
                            f"resume without --preset, --seed, --set or --damsm to continue it as it was, or start a new run "
                            f"with another --out or --overwrite.")
 
+# %% ../nbs/07_train.ipynb #982f3038
+RESUME_TAKEN = tuple(k for k in RESUME_FREE if k not in ('name', 'data.root'))   # a resumed run takes the caller's value
+
+def take_free_settings(run_cfg: Config, cfg: Config) -> list[str]:
+    "Give `run_cfg` the caller's value of each setting in `RESUME_TAKEN`; those that changed, as 'section.key: old -> new'."
+    changed = []
+    for k in RESUME_TAKEN:
+        sec, key = k.split('.')
+        old, new = getattr(getattr(run_cfg, sec), key), getattr(getattr(cfg, sec), key)
+        if old != new: changed.append(f"{k}: {old!r} -> {new!r}"); setattr(getattr(run_cfg, sec), key, new)
+    return changed
+
+def set_rates(st, t) -> list[str]:
+    "Give the optimizers of `st` the rates of `t` (a TrainConfig), keeping Adam's moments; those that changed, as 'lr_g: old -> new'."
+    changed = []
+    for name, lr, opts in (('lr_g', t.lr_g, [st.opt_g]), ('lr_d', t.lr_d, [*st.opt_ds, *([st.opt_wd] if st.opt_wd is not None else [])])):
+        old = opts[0].param_groups[0]['lr']
+        if old != lr: changed.append(f"{name}: {old:g} -> {lr:g}")
+        for o in opts:
+            for g in o.param_groups: g['lr'] = lr
+    return changed
+
 # %% ../nbs/07_train.ipynb #5920eb87
 def load_run_damsm(out: Path) -> tuple:
     "The DAMSM copy of a training run (text encoder, image encoder, config, vocab); one sentence if it is missing or damaged."
@@ -645,10 +668,10 @@ def run_settings(cfg, out: Path, damsm=None, resume=False, dd: DistInfo = DistIn
         saved = load_train_state(out)
         run_cfg, run_damsm = Config.from_json(out/'config.json'), load_run_damsm(out)
         check_resume_settings(out, run_cfg, cfg, damsm, run_damsm)
-        if cfg is not None:                                        # what may change on resume (RESUME_FREE) is the caller's
-            run_cfg.data.num_workers, run_cfg.train.threads, run_cfg.train.amp = cfg.data.num_workers, cfg.train.threads, cfg.train.amp
+        changed = take_free_settings(run_cfg, cfg) if cfg is not None else []   # what may change on resume is the caller's
         if dd.main:
             for f in temp_files(out): f.unlink(missing_ok=True)    # half-written files of a killed process
+            if changed: atomic_write_text(run_cfg.to_json() + '\n', out/'config.json')   # the settings of the last leg
         text_enc, img_enc, _, vocab = run_damsm
         return run_cfg, text_enc, img_enc, vocab, saved
     check_new_run(out, overwrite)
@@ -701,6 +724,8 @@ def prepare_run(cfg, out, damsm=None, data=None, resume=False, dd: DistInfo = Di
     if init_from is not None: grow_from(st, init_from, log if dd.main else (lambda *a: None), new_stages)
     if resume:
         restore(st, saved)
+        if (new := set_rates(st, cfg.train)) and dd.main:          # Adam saved its own rate; the config's is the one to use
+            log(f"Resuming with new learning rates ({'; '.join(new)}); Adam keeps its moments.")
         if saved.get('world', 1) != dd.world:
             log(f"Resuming with {dd.world} process(es) instead of {saved.get('world', 1)}: the data continues from the same place "
                 f"in the epoch, but the run will not match an uninterrupted one bit for bit.")
@@ -838,7 +863,7 @@ def lock_run(out, resume: bool = False, dd: DistInfo = DistInfo()) -> RunLock:
     return lock
 
 # %% ../nbs/07_train.ipynb #62a0afcf
-def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it)
+def train(cfg: Config | None = None,      # settings (a preset); a resumed run uses its own config.json (a cfg given must match it but for RESUME_FREE)
           out='runs/train',               # run folder: config, vocab, DAMSM copy, checkpoints, samples, losses
           damsm=None,                     # folder of a pre-trained DAMSM (pretrain-damsm --out); None: untrained encoders
           data=None,                      # data folder or table in any layout of attngan.layouts, or 'synth'; None: cfg.data.root
@@ -928,7 +953,7 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--preset', default=None, choices=sorted(PRESETS), help='configuration preset (default: demo)')
     p.add_argument('--minutes', type=float, default=None, help='time budget: stop after the step that crosses it')
     p.add_argument('--steps', type=int, default=None, help="total generator steps of the run (default: the preset's epochs)")
-    p.add_argument('--resume', action='store_true', help="continue the run in --out (--preset, --seed, --damsm, if given, must match the run's)")
+    p.add_argument('--resume', action='store_true', help="continue the run in --out (--preset, --seed, --damsm, if given, must match the run's; --set may change the learning rates, threads, workers and precision)")
     p.add_argument('--overwrite', action='store_true', help='replace the run in --out: delete the files it wrote, then start afresh')
     p.add_argument('--quiet', action='store_true', help='log lines instead of a progress bar')
     p.add_argument('--seed', type=int, default=None, help="random seed (default: the preset's)")

@@ -130,6 +130,10 @@ def test_train_sets_and_amp_then_resume(tmp_path, capsys, one_thread):
     rc, out, err = in_process(capsys, 'train', '--out', r, '--resume', '--steps', 2, '--set', 'gan.ngf=6', '--amp', 'off', '--quiet')
     assert rc == 0, err                                                      # the same setting, and a precision change: fine
     assert 'Trained steps 2-2' in out
+    rc, out, err = in_process(capsys, 'train', '--out', r, '--resume', '--steps', 3, '--set', 'train.lr_g=1e-5', '--quiet')
+    assert rc == 0 and 'new learning rates (lr_g: 0.0002 -> 1e-05)' in out, err    # a lower rate for the next leg: fine
+    assert Config.from_json(r/'config.json').train.lr_g == 1e-5                    # config.json holds the last leg's settings
+    assert 'train.lr_g=1e-5' in json.loads((r/'legs.json').read_text())[-1]['command']
 
 
 def test_generator_shape_follows_the_set(tmp_path, capsys, one_thread):

@@ -37,6 +37,24 @@ def test_resume_matches_uninterrupted(tmp_path):
     assert [h['G'] for h in sa['history']] == [h['G'] for h in sb['history']]
 
 
+def test_resume_with_new_learning_rates(tmp_path):
+    "A resumed run may take new learning rates: Adam keeps its moments and uses the new rates, and config.json records them."
+    run, logs = tmp_path/'r', []
+    train(tiny(), run, steps=2, **quiet)
+    before = load(run/'train_state.pt')
+    cfg = tiny(); cfg.train.lr_g, cfg.train.lr_d = 1e-5, 2e-5
+    train(cfg, run, steps=3, resume=True, progress=False, log=lambda *a, **k: logs.append(' '.join(map(str, a))))
+    sd = load(run/'train_state.pt')
+    assert sd['step'] == 3 and {g['lr'] for g in sd['opt_g']['param_groups']} == {1e-5}
+    assert {g['lr'] for o in sd['opt_ds'] for g in o['param_groups']} == {2e-5}
+    assert sd['opt_g']['state'][0]['step'] == before['opt_g']['state'][0]['step'] + 1   # the same Adam, one step on
+    assert json.loads((run/'config.json').read_text())['train']['lr_g'] == 1e-5
+    assert any('new learning rates (lr_g: 0.0002 -> 1e-05; lr_d: 0.0002 -> 2e-05)' in l for l in logs), logs
+    train(None, run, steps=4, resume=True, **quiet)                                # a plain resume keeps the new rates
+    sd = load(run/'train_state.pt')
+    assert sd['step'] == 4 and {g['lr'] for g in sd['opt_g']['param_groups']} == {1e-5}
+
+
 def test_resume_across_an_epoch_boundary(tmp_path):
     "tiny(): 12 batches per epoch; stopping at 11 and resuming to 14 crosses into epoch 1 like a straight run."
     a, b = tmp_path/'a', tmp_path/'b'
