@@ -68,20 +68,21 @@ def cmd_evaluate(a):
                  stages=not a.last_stage)
 
 # %% ../nbs/11_cli.ipynb #b4e2d6f7
-def _names(text: str | None) -> list | None:
-    "'baseline,spectral norm' -> the row names, each checked against attngan.ablation.ROWS (None: every row)."
+def _names(text: str | None, rows: dict | None = None) -> list | None:
+    "'baseline,spectral norm' -> the row names, each checked against `rows` (attngan.ablation.ROWS; None: every row)."
     if text is None: return None
-    from attngan.ablation import ROWS
+    if rows is None: from attngan.ablation import ROWS as rows
     names = [n.strip() for n in text.split(',') if n.strip()]
-    if not names: raise InvalidInput(f"--rows {text!r} names no row; choose from {', '.join(ROWS)}.")
+    if not names: raise InvalidInput(f"--rows {text!r} names no row; choose from {', '.join(rows)}.")
     for n in names:
-        if n not in ROWS: raise InvalidInput(f"--rows: unknown row {n!r}; choose from {', '.join(ROWS)}.")
+        if n not in rows: raise InvalidInput(f"--rows: unknown row {n!r}; choose from {', '.join(rows)}.")
     return list(dict.fromkeys(names))
 
 def cmd_ablate(a):
     "Train and evaluate the ablation rows on one time budget each, then print their table."
-    from attngan.ablation import run_ablation, ablation_table, format_ablation
-    res = run_ablation(a.out, a.minutes, _names(a.rows), a.seeds, a.baseline_seeds)
+    from attngan.ablation import run_ablation, ablation_table, format_ablation, SCREENS
+    rows, base = SCREENS[a.screen]
+    res = run_ablation(a.out, a.minutes, _names(a.rows, rows), a.seeds, a.baseline_seeds, base=base, table=rows)
     print(format_ablation(ablation_table(res), res))
 
 # %% ../nbs/11_cli.ipynb #5027d2f3
@@ -182,6 +183,9 @@ def _add_ablate(sub):
     s.add_argument('--rows', default=None, help="comma-separated row names, e.g. 'baseline,spectral norm' (default: all rows)")
     s.add_argument('--seeds', type=int_list, default=(0,), help='seeds of every row but the baseline (default: 0)')
     s.add_argument('--baseline-seeds', type=int_list, default=(0, 1), help='seeds of the baseline (default: 0,1)')
+    s.add_argument('--screen', choices=['options', 'shipped'], default='options',
+                   help="'options': every option beyond the paper at the paper's rate (default); "
+                        "'shipped': the changes screened at the shipped model's rate (14_beyond)")
     s.set_defaults(func=cmd_ablate)
 
 # %% ../nbs/11_cli.ipynb #afc0c81d

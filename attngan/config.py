@@ -89,6 +89,7 @@ class GANConfig:
     ndf: int = 64                   # discriminator feature maps (DF)
     n_res: int = 2                  # residual blocks per refinement stage
     lambda_damsm: float = 5.0       # weight of the DAMSM loss in the generator loss, paper Eq. 3
+    damsm_every_stage: bool = False # beyond the paper: the DAMSM loss on every stage's image (summed, as Eq. 4 sums the stages), not only the last
     kl_weight: float = 1.0          # weight of the conditioning-augmentation KL term
     noise_every_stage: bool = False # beyond the paper: inject noise at every stage (the "z vanishes" fix)
     sentence_to_refine: bool = False# beyond the paper: feed the sentence vector to the refinement stages
@@ -216,6 +217,7 @@ RULES[DAMSMConfig] = dict(
 RULES[GANConfig] = dict(
     sizes=check_sizes, z_dim=_int(1), cond_dim=_int(1), ngf=_int(1), ndf=_int(1), n_res=_int(0),
     lambda_damsm=_num(0), kl_weight=_num(0),    # 0 switches the term off
+    damsm_every_stage=_kind('bool'),
     noise_every_stage=_kind('bool'), sentence_to_refine=_kind('bool'), share_refine=_kind('bool'),
     upsample=_one_of('nearest', 'pixelshuffle'), refine_block=_one_of('residual', 'dense'), channel_attention=_kind('bool'),
     word_disc=_num(0), perceptual=_num(0), spectral_norm=_kind('bool'), gan_loss=_one_of('bce', 'hinge'),

@@ -208,10 +208,16 @@ def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, c
         with timer('G loss: DAMSM'):
             regions, glob = image_encoder(fake.images[-1])        # (B, D, h, w), (B, D): frozen DAMSM
             damsm = damsm_loss(regions.float(), glob.float(), words, sent, mask, class_ids, cfg).loss   # words + sentence
+        if g.damsm_every_stage and len(fake.images) > 1:          # beyond the paper: the earlier stages' images answer to the words too
+            with timer('G loss: DAMSM, earlier stages'):
+                early = torch.stack([damsm_loss(*(f.float() for f in image_encoder(img)), words, sent, mask, class_ids, cfg).loss
+                                     for img in fake.images[:-1]]).sum()
         g_word = None if WD is None else word_g_loss(WD, regions, words, mask, kind=g.gan_loss)   # ControlGAN's word D
     kl = kl_loss(fake.mu.float(), fake.logvar.float())
     loss = adv.float() + cfg.gan.lambda_damsm * damsm.float() + cfg.gan.kl_weight * kl  # Eq. 3 (+ CA's KL)
     extra = {}
+    if g.damsm_every_stage and len(fake.images) > 1:
+        loss = loss + cfg.gan.lambda_damsm * early; extra['DAMSM_early'] = early.detach()
     if g_word is not None: loss = loss + g.word_disc * g_word.float(); extra['G_word'] = g_word.detach()
     if g.perceptual:                                              # ControlGAN's perceptual loss on DAMSM regions
         perc = (regions.float() - regions_real.float()).pow(2).mean()
@@ -346,7 +352,7 @@ def plot_losses(history: list, smooth: int | None = None, width: float = 7.0):
         mean = lambda key: np.convolve(np.array([h[key] for h in history], float), np.ones(k) / k, 'valid')
         for key in [c for c in history[0] if (c[:1] == 'D' and c[1:].isdigit()) or c in ('WD', 'GP')]:
             ax_d.plot(steps, mean(key), lw=1, label=key)
-        for key in [c for c in ('G_adv', 'DAMSM', 'KL', 'G_word', 'G_perc') if c in history[0]]: ax_g.plot(steps, mean(key), lw=1, label=key)
+        for key in [c for c in ('G_adv', 'DAMSM', 'DAMSM_early', 'KL', 'G_word', 'G_perc') if c in history[0]]: ax_g.plot(steps, mean(key), lw=1, label=key)
     for ax, title in ((ax_d, 'discriminators (Eq. 5)'), (ax_g, 'generator (Eq. 3-4)')):
         ax.set_title(title, fontsize=8); ax.set_xlabel('step', fontsize=7); ax.tick_params(labelsize=6)
         if history: ax.legend(fontsize=6)

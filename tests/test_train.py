@@ -306,6 +306,35 @@ def test_perceptual_is_the_region_distance_to_the_real_image():
         T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg)
 
 
+def test_damsm_every_stage_adds_its_term(tmp_path, paper_run):
+    st = _two_steps(tmp_path, 'every', 'gan.damsm_every_stage=true')
+    h1, p1 = st.history[0], paper_run[0]
+    assert all(h['DAMSM_early'] > 0 for h in st.history)
+    assert h1['D'] == pytest.approx(p1['D'], rel=1e-6) and h1['DAMSM'] == pytest.approx(p1['DAMSM'], rel=1e-6)
+    assert h1['G'] == pytest.approx(p1['G'] + st.cfg.gan.lambda_damsm * h1['DAMSM_early'], rel=1e-5)
+    assert st.history[1]['G_adv'] != pytest.approx(paper_run[1]['G_adv'], rel=1e-4)   # G's first update differed
+
+
+def test_damsm_every_stage_is_the_earlier_images_damsm_loss():
+    "g_step's DAMSM_early against the DAMSM loss of the first stage's image (tiny() has two stages), computed here."
+    from attngan.config import apply_sets
+    from attngan.damsm import TextEncoder, image_encoder, damsm_loss
+    from attngan.data import collate
+    cfg = apply_sets(tiny(), ['gan.damsm_every_stage=true'])
+    _, ds = T.run_data(cfg, 'synth')
+    with T.seeded_init(0): te, ie = TextEncoder(len(ds.vocab), cfg.text), image_encoder(cfg)
+    st = T.build_state(cfg, ds.vocab, te, ie)
+    b = collate([ds[(i, 0)] for i in range(4)])
+    words, sent = te(b['captions'], b['lengths'])
+    fake = st.G(torch.randn(4, cfg.gan.z_dim), sent, words, b['mask'])
+    with torch.no_grad():
+        ref = damsm_loss(*ie(fake.images[0]), words, sent, b['mask'], b['class_ids'], cfg).loss
+        last = damsm_loss(*ie(fake.images[-1]), words, sent, b['mask'], b['class_ids'], cfg).loss
+    logs = T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg)
+    assert logs['DAMSM_early'].item() == pytest.approx(ref.item(), rel=1e-5)
+    assert logs['DAMSM'].item() == pytest.approx(last.item(), rel=1e-5) and ref.item() != last.item()   # two different images
+
+
 def test_resume_bit_exact_with_word_disc_and_ma_gp(tmp_path):
     from attngan.config import apply_sets
     sets = ['gan.word_disc=1', 'gan.ma_gp=2', 'gan.gan_loss=hinge', 'gan.perceptual=1']
