@@ -208,7 +208,8 @@ def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, c
         with timer('G loss: DAMSM'):
             regions, glob = image_encoder(fake.images[-1])        # (B, D, h, w), (B, D): frozen DAMSM
             damsm = damsm_loss(regions.float(), glob.float(), words, sent, mask, class_ids, cfg).loss   # words + sentence
-        if g.damsm_every_stage and len(fake.images) > 1:          # beyond the paper: the earlier stages' images answer to the words too
+        early = None                                              # beyond the paper: the earlier stages' images answer to the words too
+        if g.damsm_every_stage and len(fake.images) > 1:
             with timer('G loss: DAMSM, earlier stages'):
                 early = torch.stack([damsm_loss(*(f.float() for f in image_encoder(img)), words, sent, mask, class_ids, cfg).loss
                                      for img in fake.images[:-1]]).sum()
@@ -216,8 +217,7 @@ def g_step(fake: GeneratorOutput, Ds, opt_g, image_encoder, words, sent, mask, c
     kl = kl_loss(fake.mu.float(), fake.logvar.float())
     loss = adv.float() + cfg.gan.lambda_damsm * damsm.float() + cfg.gan.kl_weight * kl  # Eq. 3 (+ CA's KL)
     extra = {}
-    if g.damsm_every_stage and len(fake.images) > 1:
-        loss = loss + cfg.gan.lambda_damsm * early; extra['DAMSM_early'] = early.detach()
+    if early is not None: loss = loss + g.lambda_damsm * early; extra['DAMSM_early'] = early.detach()
     if g_word is not None: loss = loss + g.word_disc * g_word.float(); extra['G_word'] = g_word.detach()
     if g.perceptual:                                              # ControlGAN's perceptual loss on DAMSM regions
         perc = (regions.float() - regions_real.float()).pow(2).mean()

@@ -286,18 +286,23 @@ def test_perceptual_adds_its_term(tmp_path, paper_run):
     assert h1['G'] == pytest.approx(p1['G'] + 3 * h1['G_perc'], rel=1e-5)
 
 
-def test_perceptual_is_the_region_distance_to_the_real_image():
-    "g_step's G_perc against the DAMSM regions of the generated and the real image, computed here."
-    from attngan.config import apply_sets
+def _one_generated_batch(cfg):
+    "A fresh run's state, its DAMSM image encoder, one batch of 4, its word/sentence features and G's images of it."
     from attngan.damsm import TextEncoder, image_encoder
     from attngan.data import collate
-    cfg = apply_sets(tiny(), ['gan.perceptual=1'])
     _, ds = T.run_data(cfg, 'synth')
     with T.seeded_init(0): te, ie = TextEncoder(len(ds.vocab), cfg.text), image_encoder(cfg)
     st = T.build_state(cfg, ds.vocab, te, ie)
     b = collate([ds[(i, 0)] for i in range(4)])
     words, sent = te(b['captions'], b['lengths'])
-    fake = st.G(torch.randn(4, cfg.gan.z_dim), sent, words, b['mask'])
+    return st, ie, b, words, sent, st.G(torch.randn(4, cfg.gan.z_dim), sent, words, b['mask'])
+
+
+def test_perceptual_is_the_region_distance_to_the_real_image():
+    "g_step's G_perc against the DAMSM regions of the generated and the real image, computed here."
+    from attngan.config import apply_sets
+    cfg = apply_sets(tiny(), ['gan.perceptual=1'])
+    st, ie, b, words, sent, fake = _one_generated_batch(cfg)
     with torch.no_grad(): ref = (ie(fake.images[-1])[0] - ie(b['images'][-1])[0]).pow(2).mean()
     logs = T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg,
                     regions_real=T.real_regions(ie, b['images'][-1]))
@@ -318,15 +323,9 @@ def test_damsm_every_stage_adds_its_term(tmp_path, paper_run):
 def test_damsm_every_stage_is_the_earlier_images_damsm_loss():
     "g_step's DAMSM_early against the DAMSM loss of the first stage's image (tiny() has two stages), computed here."
     from attngan.config import apply_sets
-    from attngan.damsm import TextEncoder, image_encoder, damsm_loss
-    from attngan.data import collate
+    from attngan.damsm import damsm_loss
     cfg = apply_sets(tiny(), ['gan.damsm_every_stage=true'])
-    _, ds = T.run_data(cfg, 'synth')
-    with T.seeded_init(0): te, ie = TextEncoder(len(ds.vocab), cfg.text), image_encoder(cfg)
-    st = T.build_state(cfg, ds.vocab, te, ie)
-    b = collate([ds[(i, 0)] for i in range(4)])
-    words, sent = te(b['captions'], b['lengths'])
-    fake = st.G(torch.randn(4, cfg.gan.z_dim), sent, words, b['mask'])
+    st, ie, b, words, sent, fake = _one_generated_batch(cfg)
     with torch.no_grad():
         ref = damsm_loss(*ie(fake.images[0]), words, sent, b['mask'], b['class_ids'], cfg).loss
         last = damsm_loss(*ie(fake.images[-1]), words, sent, b['mask'], b['class_ids'], cfg).loss
