@@ -100,11 +100,14 @@ def run_row(name: str, seed: int, out, minutes: float, damsm=None, settings=None
     resume = (folder/'train_state.pt').is_file()
     left = minutes - used_minutes(folder)
     if left > 1 / 60:                                                     # more than a second of budget left
-        cfg = row_config(ROWS[name] if settings is None else settings, seed, base)
+        settings = ROWS[name] if settings is None else settings
+        cfg = row_config(settings, seed, base)
         if name in OWN_DAMSM:                                             # its own DAMSM, pre-trained with the row's settings
-            damsm = folder.parent/f"{slug(name)}_damsm"
-            log(f"{name}: pre-training its own DAMSM in {damsm} ({DAMSM_EPOCHS} epochs, as the shipped one)")
-            pretrain_fn(cfg, damsm, DAMSM_EPOCHS, log)
+            damsm = folder.parent/f"{slug(name)}_damsm"                  # shared by the row's seeds
+            own = any(s.startswith('damsm.epochs=') for s in settings)    # a row about the pre-training's length sets it
+            epochs = cfg.damsm.epochs if own else DAMSM_EPOCHS
+            log(f"{name}: pre-training its own DAMSM in {damsm} ({epochs} epochs{'' if own else ', as the shipped one'})")
+            pretrain_fn(cfg, damsm, epochs, log)
         log(f"{name} (seed {seed}): {'resuming, ' if resume else ''}{left:.1f} min of training")
         u0 = _usage()
         train_fn(None if resume else cfg, folder, damsm, left, resume, log)
@@ -200,7 +203,10 @@ SHIP_ROWS = {                                               # the screen at the 
     'DAMSM every stage': ['gan.damsm_every_stage=true'],
     'wide generator': ['gan.ngf=32'],
     'DAMSM weight 20': ['gan.lambda_damsm=20'],
+    'DAMSM weight 10': ['gan.lambda_damsm=10'],
+    'DAMSM 40 epochs': ['damsm.epochs=40'],               # its own DAMSM, pre-trained 40 epochs instead of 18
 }
+OWN_DAMSM.add('DAMSM 40 epochs')
 
 def ship_base() -> Config:
     "The shipped model's recipe in its two-stage form: demo() (Adam at 4e-3) in float32, as measured on 2 cores."
