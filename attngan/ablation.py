@@ -203,7 +203,6 @@ SHIP_ROWS = {                                               # the screen at the 
     'DAMSM every stage': ['gan.damsm_every_stage=true'],
     'wide generator': ['gan.ngf=32'],
     'DAMSM weight 20': ['gan.lambda_damsm=20'],
-    'DAMSM weight 10': ['gan.lambda_damsm=10'],
     'DAMSM 40 epochs': ['damsm.epochs=40'],               # its own DAMSM, pre-trained 40 epochs instead of 18
 }
 OWN_DAMSM.add('DAMSM 40 epochs')

@@ -224,7 +224,7 @@ def test_ablate_two_rows_prints_the_table(tmp_path, capsys, monkeypatch):
     (['--seeds', '0,-1'], '--seeds must be an integer in [0, 2**63) (got -1).'),
     (['--baseline-seeds', '0,x'], "argument --baseline-seeds: expected comma-separated integers such as 0,1 (got '0,x')"),
     (['--rows', 'baseline,spectal norm'], "--rows: unknown row 'spectal norm'; choose from baseline, spectral norm,"),
-    (['--screen', 'shipped', '--rows', 'spectral norm'], "--rows: unknown row 'spectral norm'; choose from baseline, DAMSM every stage, wide generator, DAMSM weight 20."),
+    (['--screen', 'shipped', '--rows', 'spectral norm'], "--rows: unknown row 'spectral norm'; choose from baseline, DAMSM every stage, wide generator, DAMSM weight 20, DAMSM 40 epochs."),
     (['--screen', 'paper'], "argument --screen: invalid choice: 'paper'"),
 ])
 def test_ablate_errors_are_one_sentence(args, words, tmp_path, capsys):
