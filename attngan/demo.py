@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import Config, InvalidInput, preset as get_preset
 
 # %% auto #0
-__all__ = ['EVAL_MINUTES', 'split_budget', 'shipped_damsm', 'heldout_captions', 'write_heldout', 'run_demo']
+__all__ = ['DAMSM_SCHEDULE', 'EVAL_MINUTES', 'split_budget', 'shipped_damsm', 'heldout_captions', 'write_heldout', 'run_demo']
 
 # %% ../nbs/09b_demo.ipynb #26d4ea81
 def split_budget(minutes: float, damsm_share: float = 0.3) -> tuple[float, float]:
@@ -19,14 +19,17 @@ def split_budget(minutes: float, damsm_share: float = 0.3) -> tuple[float, float
     return work * damsm_share, work * (1 - damsm_share)
 
 # %% ../nbs/09b_demo.ipynb #6e8c7bee
+DAMSM_SCHEDULE = ('batch_size', 'epochs', 'lr', 'lr_decay', 'lr_floor', 'rnn_grad_clip')   # how long and how fast it was trained
+
 def shipped_damsm(cfg: Config) -> Path | None:
-    "The shipped model's folder (checksums verified) when its DAMSM was trained for `cfg`'s data, text and DAMSM settings, else None."
+    "The shipped model's folder (checksums verified) when its DAMSM fits `cfg`'s data, text and DAMSM settings (its training schedule aside), else None."
     from attngan.sample import assets_dir, SHIPPED_MODEL
     from attngan.files import verify_checksums
     folder = assets_dir()/SHIPPED_MODEL
     if not (folder/'config.json').is_file(): return None                 # installed without its assets
     got = Config.from_json(folder/'config.json')
-    if (got.data, got.text, got.damsm) != (cfg.data, cfg.text, cfg.damsm): return None
+    model = lambda d: {k: v for k, v in vars(d).items() if k not in DAMSM_SCHEDULE}   # what the encoders are and what the GAN's loss reads
+    if (got.data, got.text, model(got.damsm)) != (cfg.data, cfg.text, model(cfg.damsm)): return None
     verify_checksums(folder)
     return folder
 

@@ -202,7 +202,7 @@ def test_ablate_two_rows_prints_the_table(tmp_path, capsys, monkeypatch):
     def fake_eval(folder, log):
         acc = 0.7 if 'spectral' in str(folder) else 0.4 + 0.1 * str(folder).endswith('seed1')
         return dict(attribute_accuracy=dict(generated=acc, real=0.9, floor=0.1), fid_evaluator=dict(generated=30.0, real=1.0, floor=80.0))
-    monkeypatch.setattr(A, 'run_ablation', lambda *a, **k: real(*a, damsm='unused', train_fn=fake_train, eval_fn=fake_eval, log=lambda *_: None, **k))
+    monkeypatch.setattr(A, 'run_ablation', lambda *a, damsm=None, **k: real(*a, damsm='unused', train_fn=fake_train, eval_fn=fake_eval, log=lambda *_: None, **k))
     args = ['ablate', '--out', tmp_path/'abl', '--minutes', '2', '--rows', 'baseline,spectral norm', '--seeds', '0', '--baseline-seeds', '0,1']
     rc, out, err = in_process(capsys, *args)
     assert rc == 0, err
@@ -226,6 +226,7 @@ def test_ablate_two_rows_prints_the_table(tmp_path, capsys, monkeypatch):
     (['--rows', 'baseline,spectal norm'], "--rows: unknown row 'spectal norm'; choose from baseline, spectral norm,"),
     (['--screen', 'shipped', '--rows', 'spectral norm'], "--rows: unknown row 'spectral norm'; choose from baseline, DAMSM every stage, wide generator, DAMSM weight 20, DAMSM 40 epochs."),
     (['--screen', 'paper'], "argument --screen: invalid choice: 'paper'"),
+    (['--damsm', 'nowhere'], "No DAMSM run folder at nowhere; pass the --out folder of `attngan pretrain-damsm`."),
 ])
 def test_ablate_errors_are_one_sentence(args, words, tmp_path, capsys):
     in_process_error(capsys, 'ablate', '--out', tmp_path/'abl', *args, words)
