@@ -36,7 +36,7 @@ ROWS = {                                                    # name: settings ove
     'bf16 + channel attention + hinge + MA-GP': ['train.amp=bf16', 'gan.channel_attention=true', 'gan.gan_loss=hinge', 'gan.ma_gp=2'],
 }
 OWN_DAMSM = {'pretrained text encoder', 'bucketed batches'}   # rows that change the DAMSM or its pre-training: each pre-trains its own first
-DAMSM_EPOCHS = 18                          # as long as the shipped DAMSM was pre-trained (its train_info.json)
+DAMSM_EPOCHS = 18                          # as long as the DAMSM the tables below were measured on was pre-trained
 
 def ablation_base() -> Config:
     "The rows' base: demo() in float32 with Adam at 2e-4, as every row was measured (demo() now picks bfloat16 where it is native, and learns at 4e-3)."
@@ -106,7 +106,7 @@ def run_row(name: str, seed: int, out, minutes: float, damsm=None, settings=None
             damsm = folder.parent/f"{slug(name)}_damsm"                  # shared by the row's seeds
             own = any(s.startswith('damsm.epochs=') for s in settings)    # a row about the pre-training's length sets it
             epochs = cfg.damsm.epochs if own else DAMSM_EPOCHS
-            log(f"{name}: pre-training its own DAMSM in {damsm} ({epochs} epochs{'' if own else ', as the shipped one'})")
+            log(f"{name}: pre-training its own DAMSM in {damsm} ({epochs} epochs{'' if own else ', as the DAMSM of the measured tables'})")
             pretrain_fn(cfg, damsm, epochs, log)
         log(f"{name} (seed {seed}): {'resuming, ' if resume else ''}{left:.1f} min of training")
         u0 = _usage()
