@@ -36,7 +36,7 @@ ROWS = {                                                    # name: settings ove
     'bf16 + channel attention + hinge + MA-GP': ['train.amp=bf16', 'gan.channel_attention=true', 'gan.gan_loss=hinge', 'gan.ma_gp=2'],
 }
 OWN_DAMSM = {'pretrained text encoder', 'bucketed batches'}   # rows that change the DAMSM or its pre-training: each pre-trains its own first
-DAMSM_EPOCHS = 18                          # as long as the DAMSM the tables below were measured on was pre-trained
+DAMSM_EPOCHS = 18                          # as long as the DAMSM of 14_beyond's measured tables (the one shipped then)
 
 def ablation_base() -> Config:
     "The rows' base: demo() in float32 with Adam at 2e-4, as every row was measured (demo() now picks bfloat16 where it is native, and learns at 4e-3)."
