@@ -1,4 +1,4 @@
-"""The figures of 09_metrics' "The shipped model" section, from a training run and its evaluations.
+"""The figures of 10_measuring' "The shipped model" section, from a training run and its evaluations.
 
     python .ci/ship_figs.py --run RUN --evals EVAL [EVAL ...] [--shipped STEP] [--marks STEP:TEXT ...]
                             [--before EVAL ...] [--before-label TEXT]

@@ -1,4 +1,4 @@
-"""The discriminator options beyond the paper (06_discriminators, "Beyond the paper"): spectral normalisation,
+"""The discriminator options beyond the paper (07_discriminators, "Beyond the paper"): spectral normalisation,
 hinge loss + matching-aware gradient penalty, ControlGAN's word-level discriminator.
 
 Each option changes what it should; with every option off the discriminators and their losses are what they were

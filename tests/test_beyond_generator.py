@@ -1,4 +1,4 @@
-"""The generator's options beyond the paper (05_core): every combination builds and trains, each is kept in config.json,
+"""The generator's options beyond the paper (06_generator): every combination builds and trains, each is kept in config.json,
 and a checkpoint loads into the generator its config.json describes."""
 import dataclasses, itertools, json
 import pytest, torch

@@ -13,7 +13,7 @@ FIELDS = [(s, f.name, f.type) for s, c in SECTIONS.items() for f in dataclasses.
 IDS = [f"{s}.{n}" for s, n, _ in FIELDS]
 NAN, INF = float('nan'), float('inf')
 
-# Out-of-range values, per setting. A new numeric setting must get an entry here (and a rule in 00_config's RULES).
+# Out-of-range values, per setting. A new numeric setting must get an entry here (and a rule in config's RULES).
 BAD = {
     ('data', 'captions_per_image'): [0, -1],
     ('data', 'max_words'): [-1],
@@ -117,7 +117,7 @@ def refusal(d) -> str:
 @pytest.mark.parametrize('section,name,kind', FIELDS, ids=IDS)
 def test_every_setting_has_a_rule(section, name, kind):
     "A setting added to a section without a rule in RULES, or without out-of-range values here, fails."
-    assert name in RULES[SECTIONS[section]], f"config.{section}.{name} has no rule in 00_config's RULES"
+    assert name in RULES[SECTIONS[section]], f"config.{section}.{name} has no rule in config's RULES"
     if kind in ('int', 'float', 'tuple'):
         assert (section, name) in BAD, f"config.{section}.{name} is numeric: list out-of-range values in BAD"
         assert (section, name) in GOOD, f"config.{section}.{name} is numeric: list accepted edge values in GOOD"

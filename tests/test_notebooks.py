@@ -15,7 +15,7 @@ from nbdev.frontmatter import FrontmatterProc
 from nbdev.process import NBProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
-NBS = sorted(p for p in (ROOT/'nbs').glob('*.ipynb'))
+NBS = sorted(p for p in (ROOT/'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
 
 
 def output_kinds(outputs) -> set:
@@ -59,7 +59,7 @@ def check_saved_outputs(nb_path: Path, flags: set) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize('nb', NBS, ids=[p.stem for p in NBS])
+@pytest.mark.parametrize('nb', NBS, ids=[str(p.relative_to(ROOT/'nbs').with_suffix('')) for p in NBS])
 def test_notebook(nb, monkeypatch):
     monkeypatch.setenv('IN_TEST', '1')
     cfg = get_config(path=ROOT)

@@ -1,4 +1,4 @@
-"""nbs/10_widgets.ipynb in a real browser: JupyterLab on 127.0.0.1, headless Debian chromium through Playwright.
+"""nbs/course/11_failure_modes.ipynb in a real browser: JupyterLab on 127.0.0.1, headless Debian chromium through Playwright.
 
 Runs every cell, clicks another word of the `AttentionInspector` and checks that its attention image is redrawn.
 Needs `apt-get install -y chromium` and the `playwright` Python package (never `playwright install`).
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NB = 'nbs/10_widgets.ipynb'
+NB = 'nbs/course/11_failure_modes.ipynb'
 CHROMIUM = shutil.which('chromium')
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH: install Debian's with `apt-get install -y chromium`")
