@@ -8,7 +8,7 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 @pytest.fixture(scope='session')
 def birds_root(tmp_path_factory) -> Path:
     "A small synthetic-birds set in the CUB layout, written once per test session (read-only: copy it to change it)."
-    from attngan.synthbirds import make_birds
+    from attngan.birdset import make_birds
     return make_birds(tmp_path_factory.mktemp('synth')/'birds', n=60, size=48, seed=3, progress=False)
 
 

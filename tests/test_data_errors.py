@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
 from attngan.config import Config, DataConfig, UserError
-from attngan.data import (CUBDataset, DataReport, DataWarning, Vocab, data_report, encode_caption, read_captions,
-                          read_split, safe_load_pickle)
+from attngan.data import Vocab, encode_caption, read_captions, read_split
+from attngan.layouts import CUBDataset, data_report
+from attngan.datachecks import DataReport, DataWarning, safe_load_pickle
 
 
 def one_line(e): return str(e.value).count('\n') == 0

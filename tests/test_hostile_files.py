@@ -35,7 +35,7 @@ class Payload:
 
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
-    from attngan.train import train
+    from attngan.runs import train
     out = tmp_path_factory.mktemp('hostile')/'run'
     train(tiny(), out, steps=1, **quiet)
     return out
@@ -64,7 +64,7 @@ def test_pickled_code_in_a_damsm_is_refused(tiny_run, tmp_path):
 
 
 def test_pickled_code_in_a_train_state_is_refused(tiny_run, tmp_path):
-    from attngan.train import train
+    from attngan.runs import train
     run, marker = poisoned(tiny_run, tmp_path, 'train_state.pt')
     with pytest.raises(UserError) as e: train(None, run, steps=2, resume=True, **quiet)
     assert 'train_state.pt' in str(e.value) and one_sentence(e.value) and not marker.exists()

@@ -3,8 +3,7 @@ import json, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from attngan.config import tiny
-from attngan.data import CUBDataset
-from attngan.layouts import write_layout, detect_layout, check_data
+from attngan.layouts import CUBDataset, write_layout, detect_layout, check_data
 from _cli import run                      # tests/_cli.py: `attngan ARGS` in a subprocess
 
 
