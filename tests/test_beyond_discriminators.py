@@ -1,4 +1,4 @@
-"""The discriminator options beyond the paper (07_discriminators, "Beyond the paper"): spectral normalisation,
+"""The discriminator options beyond the paper (library/options, "Discriminators"): spectral normalisation,
 hinge loss + matching-aware gradient penalty, ControlGAN's word-level discriminator.
 
 Each option changes what it should; with every option off the discriminators and their losses are what they were
@@ -14,9 +14,9 @@ from attngan.config import tiny, InvalidInput, UserError
 from attngan.core import Generator, n_params
 from attngan.damsm import image_encoder
 from attngan.discriminators import (Discriminator, build_discriminators, discriminator_loss, generator_adv_loss,
-                                    discriminator_loss_hinge, generator_loss_hinge, ma_gradient_penalty, d_loss_for,
-                                    g_adv_loss_for, WordDiscriminator, build_word_discriminator, word_d_loss, word_g_loss,
-                                    _adv_term)
+                                    d_loss_for, g_adv_loss_for, _adv_term)
+from attngan.options import (discriminator_loss_hinge, generator_loss_hinge, ma_gradient_penalty, WordDiscriminator,
+                             build_word_discriminator, word_d_loss, word_g_loss)
 
 
 def cfg_with(**gan):

@@ -1,9 +1,10 @@
-"""The generator's options beyond the paper (06_generator): every combination builds and trains, each is kept in config.json,
+"""The generator's options beyond the paper (library/options, "Generator"): every combination builds and trains, each is kept in config.json,
 and a checkpoint loads into the generator its config.json describes."""
 import dataclasses, itertools, json
 import pytest, torch
 from attngan.config import Config, InvalidInput, tiny, demo
-from attngan.core import Generator, NextStage, SubPixelUp, DenseBlock, ChannelWordAttention, ResBlock
+from attngan.core import Generator, NextStage, ResBlock
+from attngan.options import SubPixelUp, DenseBlock, ChannelWordAttention
 
 pytestmark = pytest.mark.usefixtures('one_thread')   # conftest.py
 
@@ -165,7 +166,7 @@ def test_unknown_block_names_get_one_sentence(kw, match):
 
 def test_training_run_writes_and_reloads_the_options(tmp_path):
     "A short train() with all newer options (and sharing) writes them to config.json; the sampler rebuilds that generator."
-    from attngan.train import train
+    from attngan.runs import train
     from attngan.sample import Text2Image
     cfg = with_options(tiny3(), upsample='pixelshuffle', refine_block='dense', channel_attention=True, share_refine=True)
     cfg.train.ckpt_every = cfg.train.sample_every = 2
