@@ -52,14 +52,15 @@ def format_table(rows: list[BenchRow]) -> str:
 # %% ../nbs/library/bench.ipynb #aaf43447
 def bench_data(n: int = 2000, size: int = 64, batch: int = 32, sizes=(32, 64)) -> list[BenchRow]:
     "Rows for rendering, writing and reading synthetic birds."
-    from attngan import synthbirds
-    from attngan.data import CUBDataset, make_loader
+    from attngan import synthbirds, birdset
+    from attngan.data import make_loader
+    from attngan.layouts import CUBDataset
     rows = []
     t0 = time.perf_counter(); synthbirds.render_batch(n, size, seed=0); dt = time.perf_counter() - t0
     rows.append(BenchRow('synth birds: render', f'{n} x {size}px', dt, n / dt, peak_rss_mib()))
     tmp = Path(tempfile.mkdtemp())
     try:
-        t0 = time.perf_counter(); root = synthbirds.make_birds(tmp/'birds', n=n, size=size, seed=0, progress=False); dt = time.perf_counter() - t0
+        t0 = time.perf_counter(); root = birdset.make_birds(tmp/'birds', n=n, size=size, seed=0, progress=False); dt = time.perf_counter() - t0
         rows.append(BenchRow('synth birds: make-birds', f'{n} x {size}px to disk', dt, n / dt, peak_rss_mib()))
         ds = CUBDataset(root, 'train', sizes=sizes)
         it = iter(make_loader(ds, batch, seed=0))

@@ -15,7 +15,7 @@ __all__ = ['ARG_RULES', 'cmd_make_birds', 'cmd_bench', 'cmd_pretrain_damsm', 'cm
 # %% ../nbs/library/cli.ipynb #3b3a2810
 def cmd_make_birds(a):
     "Write a synthetic-birds data set in the CUB/AttnGAN layout."
-    from attngan.synthbirds import make_birds
+    from attngan.birdset import make_birds
     import time
     t0 = time.perf_counter()
     root = make_birds(a.dir, n=a.n, size=a.size, seed=a.seed, progress=not a.quiet)
@@ -38,7 +38,7 @@ def cmd_pretrain_damsm(a):
 
 def cmd_train(a):
     "Train AttnGAN (also under torchrun for several processes)."
-    from attngan.train import cli_train
+    from attngan.runs import cli_train
     cli_train(a.data, a.damsm, a.out, a.preset, a.minutes, a.steps, a.resume, a.quiet, a.seed, a.overwrite, a.sets, a.amp,
               init_from=a.init_from, new_stages=a.new_stages, command=shlex.join(['attngan', *a.argv]))     # how legs.json names this leg
 
@@ -63,7 +63,7 @@ def cmd_sample(a):
 # %% ../nbs/library/cli.ipynb #13ece6cf
 def cmd_evaluate(a):
     "Score a trained run against held-out species: metrics.json and a one-page figure."
-    from attngan.metrics import cli_evaluate
+    from attngan.evaluation import cli_evaluate
     cli_evaluate(a.run, data=a.data, out=a.out, quick=a.quick, inception_weights=a.inception_weights, progress=not a.quiet,
                  stages=not a.last_stage)
 
@@ -139,7 +139,7 @@ def _add_pretrain_damsm(sub):
     s.set_defaults(func=cmd_pretrain_damsm)
 
 def _add_train(sub):
-    from attngan.train import add_train_args
+    from attngan.runs import add_train_args
     s = sub.add_parser('train', help='train AttnGAN (runs under torchrun for several processes)',
                        description='Train the AttnGAN generator and discriminators with a frozen, pre-trained DAMSM. '
                                    'For several processes: torchrun --nproc_per_node=N $(which attngan) train ...')
@@ -188,7 +188,7 @@ def _add_ablate(sub):
     s.add_argument('--baseline-seeds', type=int_list, default=(0, 1), help='seeds of the baseline (default: 0,1)')
     s.add_argument('--screen', choices=['options', 'shipped'], default='options',
                    help="'options': every option beyond the paper at the paper's rate (default); "
-                        "'shipped': the changes screened at the shipped model's rate (12_beyond)")
+                        "'shipped': four changes to the shipped model's recipe, at its rate (library/ablation)")
     s.add_argument('--damsm', default=None,
                    help="DAMSM run folder (from `attngan pretrain-damsm`) every row trains on, but those that pre-train their own "
                         "(default: the shipped model's)")
@@ -202,7 +202,7 @@ def cmd_check_data(a):
     cfg = apply_sets(preset(a.preset), a.sets)
     root = a.dir
     if str(root) == 'synth':
-        from attngan.synthbirds import synth_root
+        from attngan.birdset import synth_root
         root = synth_root(cfg.data.synth_n, cfg.data.synth_size, cfg.data.synth_seed, progress=False)
     text, ok = check_data(root, cfg, decode=not a.fast)
     print(text)

@@ -79,8 +79,9 @@ def run_demo(out='runs/demo', minutes: float = 20.0, preset: str = 'demo', quiet
              evaluate: bool = True, pretrain: bool = False) -> dict:
     "Synthetic birds -> DAMSM -> AttnGAN -> held-out samples (-> headline numbers), within `minutes`; returns where everything is."
     from attngan.pretrain import pretrain_damsm, damsm_data_root
-    from attngan.train import train
-    from attngan.metrics import evaluation_ready, cli_evaluate
+    from attngan.runs import train
+    from attngan.evaluator import evaluation_ready
+    from attngan.evaluation import cli_evaluate
     t0 = time.perf_counter()
     out, cfg = Path(out).expanduser(), get_preset(preset)
     if (out/'train_state.pt').exists():

@@ -238,7 +238,7 @@ def test_ablate_errors_are_one_sentence(args, words, tmp_path, capsys):
 def test_pretrained_text_encoder_end_to_end(tmp_path):
     "pretrain-damsm -> train -> sample with the frozen all-MiniLM-L6-v2: the checkpoints hold only its two maps, and the saved DAMSM gives the trainer's word features again."
     import torch
-    from attngan.damsm import PretrainedTextEncoder
+    from attngan.options import PretrainedTextEncoder
     from attngan.pretrain import load_damsm
     d = tmp_path
     r = run('pretrain-damsm', '--preset', 'tiny', '--out', d/'damsm', '--epochs', 1, '--quiet', '--set', 'text.encoder=minilm')
