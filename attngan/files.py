@@ -11,8 +11,9 @@ try: import fcntl                       # POSIX file locks; Windows has none (Ru
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['LOCK_NAME', 'atomic_write', 'atomic_torch_save', 'atomic_write_text', 'atomic_leftovers', 'load_tensors',
-           'file_sha256', 'write_checksums', 'verify_checksums', 'RunInUse', 'lock_holder', 'RunLock']
+__all__ = ['LOCK_NAME', 'RESUME_FREE', 'RESUME_TAKEN', 'atomic_write', 'atomic_torch_save', 'atomic_write_text', 'save_figure',
+           'atomic_leftovers', 'load_tensors', 'file_sha256', 'write_checksums', 'verify_checksums', 'RunInUse',
+           'lock_holder', 'RunLock', 'config_diff', 'rng_states', 'set_rng_states']
 
 # %% ../nbs/library/files.ipynb #a7e39725
 def atomic_write(path, write) -> Path:
@@ -36,6 +37,12 @@ def atomic_torch_save(obj, path) -> Path:
 def atomic_write_text(text: str, path) -> Path:
     "Write UTF-8 text to `path`, atomically."
     return atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+def save_figure(fig, path):
+    "Write a matplotlib figure as PNG atomically (temporary file, then rename) and close it."
+    import matplotlib.pyplot as plt
+    try: atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    finally: plt.close(fig)
 
 # %% ../nbs/library/files.ipynb #a1b441b7
 def atomic_leftovers(folder, names) -> list[Path]:
@@ -157,3 +164,35 @@ def _remove_folder(self):
         self.made = False
 
 RunLock.release, RunLock._remove_folder = _release, _remove_folder
+
+# %% ../nbs/library/files.ipynb #40097de2
+RESUME_FREE = ('name', 'data.root', 'data.num_workers', 'train.threads', 'train.amp', 'train.checkpoint',
+               'train.lr_g', 'train.lr_d')   # may differ when a run is resumed
+RESUME_TAKEN = tuple(k for k in RESUME_FREE if k not in ('name', 'data.root'))   # a resumed run takes the caller's value
+
+def config_diff(old, new, skip=RESUME_FREE) -> list[str]:
+    "The settings of two `Config`s that differ, as 'section.key: old -> new', GAN and training settings first."
+    flat = lambda c: {f'{sec}.{k}': v for sec, d in c.to_dict().items() if isinstance(d, dict) for k, v in d.items()}
+    a, b, order = flat(old), flat(new), ['gan', 'train', 'data', 'text', 'damsm']
+    keys = sorted(a, key=lambda k: order.index(k.split('.')[0]))
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in keys if k not in skip and a[k] != b[k]]
+
+# %% ../nbs/library/files.ipynb #1c9170a6
+def rng_states() -> dict:
+    "RNG states of torch (CPU, current GPU), numpy and Python as tensors and plain values."
+    import random, numpy as np, torch
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_next = random.getstate()
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)),
+                python=dict(version=version, state=list(state), gauss_next=gauss_next))
+
+def set_rng_states(s: dict):
+    "Restore what `rng_states` returned (or the older DAMSM format, its numpy and Python states as tuples)."
+    import random, numpy as np, torch
+    torch.set_rng_state(s['torch'])
+    if s.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(s['cuda'])
+    n, py = s['numpy'], s['python']
+    if isinstance(n, dict): n = ('MT19937', n['keys'], n['pos'], n['has_gauss'], n['gauss'])
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    random.setstate((py['version'], tuple(py['state']), py['gauss_next']) if isinstance(py, dict) else tuple(py))

@@ -97,7 +97,7 @@ def test_without_fcntl_runs_unlocked(tmp_path, monkeypatch, one_thread):
     "Windows has no fcntl: training runs, nothing is locked, no lock file is written."
     import attngan.files as files
     from attngan.config import tiny
-    from attngan.train import train
+    from attngan.runs import train
     monkeypatch.setattr(files, 'fcntl', None)
     st = train(tiny(), tmp_path/'run', steps=1, progress=False, log=lambda *a, **k: None)
     assert st.step == 1 and not (tmp_path/'run'/LOCK_NAME).exists()
@@ -106,14 +106,14 @@ def test_without_fcntl_runs_unlocked(tmp_path, monkeypatch, one_thread):
 
 def test_the_lock_is_held_by_train_and_pretrain_damsm_in_process(tmp_path, monkeypatch, one_thread):
     "Seen from inside: the run folder's lock is held while train() and pretrain_damsm() run, with this process's pid."
-    import attngan.train as T, attngan.pretrain as P
+    import attngan.runs as R, attngan.pretrain as P
     from attngan.config import tiny
     seen = []
-    real_prepare, real_start = T.prepare_run, P._start
+    real_prepare, real_start = R.prepare_run, P._start
     def prepare(cfg, out, *a, **k): seen.append(('train', lock_holder(out))); return real_prepare(cfg, out, *a, **k)
     def start(cfg, out, *a, **k): seen.append(('pretrain', lock_holder(out))); return real_start(cfg, out, *a, **k)
-    monkeypatch.setattr(T, 'prepare_run', prepare); monkeypatch.setattr(P, '_start', start)
-    T.train(tiny(), tmp_path/'gan', steps=1, progress=False, log=lambda *a, **k: None)
+    monkeypatch.setattr(R, 'prepare_run', prepare); monkeypatch.setattr(P, '_start', start)
+    R.train(tiny(), tmp_path/'gan', steps=1, progress=False, log=lambda *a, **k: None)
     P.pretrain_damsm(tiny(), tmp_path/'damsm', max_steps=1, epochs=1, progress=False, log=lambda *a, **k: None)
     assert seen == [('train', os.getpid()), ('pretrain', os.getpid())]
     assert lock_holder(tmp_path/'gan') is None and lock_holder(tmp_path/'damsm') is None

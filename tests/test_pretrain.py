@@ -136,12 +136,12 @@ def test_cli_on_tiny_data(birds_root, tmp_path, capsys):
 # ---- resuming inside an epoch ------------------------------------------------------------------------------------
 
 def _record_batches(monkeypatch):
-    "Make pretrain_damsm's train_step note each batch it gets: (keys, caption indices, image checksum)."
-    seen, step = [], P.train_step
+    "Make pretrain_damsm's damsm_step note each batch it gets: (keys, caption indices, image checksum)."
+    seen, step = [], P.damsm_step
     def spy(batch, *a, **k):
         seen.append((tuple(batch['keys']), tuple(batch['caption_idx'].tolist()), float(batch['images'][-1].double().sum())))
         return step(batch, *a, **k)
-    monkeypatch.setattr(P, 'train_step', spy)
+    monkeypatch.setattr(P, 'damsm_step', spy)
     return seen
 
 

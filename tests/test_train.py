@@ -3,9 +3,9 @@ import re
 import json
 from pathlib import Path
 import pytest, torch
-import attngan.train as T
+import attngan.train as T, attngan.runs as R
 from attngan.config import UserError, tiny
-from attngan.train import train, main_train, cli_train
+from attngan.runs import train, main_train, cli_train
 
 quiet = dict(progress=False, log=lambda *a, **k: None)
 
@@ -211,10 +211,10 @@ def test_samples_and_weights_do_not_depend_on_the_global_rng(tmp_path):
     torch.manual_seed(2); torch.rand(7); b = train(tiny(), tmp_path/'b', steps=2, **quiet)
     assert same_tensors(T.bare(a.G).state_dict(), T.bare(b.G).state_dict())
     assert [h['G'] for h in a.history] == [h['G'] for h in b.history]
-    from attngan.data import CUBDataset
-    from attngan.synthbirds import synth_root
+    from attngan.layouts import CUBDataset
+    from attngan.birdset import synth_root
     c = tiny().data
-    ds = T.SeededSamples(CUBDataset(synth_root(c.synth_n, c.synth_size, c.synth_seed, progress=False), 'train', sizes=(16, 32)))
+    ds = R.SeededSamples(CUBDataset(synth_root(c.synth_n, c.synth_size, c.synth_seed, progress=False), 'train', sizes=(16, 32)))
     torch.manual_seed(3); x = ds[(2, 1, 99)]
     torch.manual_seed(4); y = ds[(2, 1, 99)]
     assert all(torch.equal(u, v) for u, v in zip(x['images'], y['images'])) and torch.equal(x['caption'], y['caption'])
@@ -234,7 +234,7 @@ def test_default_run_is_the_one_before_the_options(tmp_path):
               'G': 30.439157485961914, 'G_adv': 2.350924253463745, 'DAMSM': 5.617368698120117, 'KL': 0.0013897111639380455}
     assert list(h) == list(pinned)                             # no new loss terms in the history
     assert h == pytest.approx(pinned, rel=1e-5)
-    assert st.WD is None and st.opt_wd is None
+    assert R.word_term(st) is None and st.terms == []
 
 
 def _two_steps(tmp_path, name, *sets):
@@ -250,17 +250,17 @@ def paper_run(tmp_path_factory):
 
 
 def test_word_disc_trains_and_adds_its_term(tmp_path, paper_run):
-    from attngan.discriminators import build_word_discriminator
+    from attngan.options import build_word_discriminator
     st = _two_steps(tmp_path, 'wd', 'gan.word_disc=0.5')
     h1, p1 = st.history[0], paper_run[0]
     assert all(torch.isfinite(torch.tensor(h[k])) for h in st.history for k in ('WD', 'G_word'))
     assert h1['D'] == pytest.approx(p1['D'], rel=1e-6)                    # the stage Ds are untouched by the option
     assert h1['G'] == pytest.approx(p1['G'] + 0.5 * h1['G_word'], rel=1e-5)   # G's loss gains word_disc * G_word
     fresh = build_word_discriminator(st.cfg)
-    assert not torch.equal(st.WD.proj.weight, fresh.proj.weight)          # the word D's weights moved
+    assert not torch.equal(R.word_term(st).WD.proj.weight, fresh.proj.weight)          # the word D's weights moved
     sd = load(tmp_path/'wd'/'train_state.pt')
-    assert same_tensors(sd['WD'], st.WD.state_dict()) and sd['opt_wd']['state']
-    assert all(p.requires_grad for p in st.WD.parameters())               # frozen only during the G step
+    assert same_tensors(sd['WD'], R.word_term(st).WD.state_dict()) and sd['opt_wd']['state']
+    assert all(p.requires_grad for p in R.word_term(st).WD.parameters())               # frozen only during the G step
 
 
 def test_ma_gp_is_inside_the_d_loss(tmp_path, paper_run):
@@ -290,9 +290,9 @@ def _one_generated_batch(cfg):
     "A fresh run's state, its DAMSM image encoder, one batch of 4, its word/sentence features and G's images of it."
     from attngan.damsm import TextEncoder, image_encoder
     from attngan.data import collate
-    _, ds = T.run_data(cfg, 'synth')
+    _, ds = R.run_data(cfg, 'synth')
     with T.seeded_init(0): te, ie = TextEncoder(len(ds.vocab), cfg.text), image_encoder(cfg)
-    st = T.build_state(cfg, ds.vocab, te, ie)
+    st = T.build_state(cfg, ds.vocab, te, ie, terms=R.extra_terms)
     b = collate([ds[(i, 0)] for i in range(4)])
     words, sent = te(b['captions'], b['lengths'])
     return st, ie, b, words, sent, st.G(torch.randn(4, cfg.gan.z_dim), sent, words, b['mask'])
@@ -304,11 +304,11 @@ def test_perceptual_is_the_region_distance_to_the_real_image():
     cfg = apply_sets(tiny(), ['gan.perceptual=1'])
     st, ie, b, words, sent, fake = _one_generated_batch(cfg)
     with torch.no_grad(): ref = (ie(fake.images[-1])[0] - ie(b['images'][-1])[0]).pow(2).mean()
-    logs = T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg,
+    logs = T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg, terms=st.terms,
                     regions_real=T.real_regions(ie, b['images'][-1]))
     assert logs['G_perc'].item() == pytest.approx(ref.item(), rel=1e-5) and ref > 0
     with pytest.raises(UserError, match='regions_real'):
-        T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg)
+        T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg, terms=st.terms)
 
 
 def test_damsm_every_stage_adds_its_term(tmp_path, paper_run):
@@ -329,7 +329,7 @@ def test_damsm_every_stage_is_the_earlier_images_damsm_loss():
     with torch.no_grad():
         ref = damsm_loss(*ie(fake.images[0]), words, sent, b['mask'], b['class_ids'], cfg).loss
         last = damsm_loss(*ie(fake.images[-1]), words, sent, b['mask'], b['class_ids'], cfg).loss
-    logs = T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg)
+    logs = T.g_step(fake, st.Ds, st.opt_g, ie, words, sent, b['mask'], b['class_ids'], cfg, terms=st.terms)
     assert logs['DAMSM_early'].item() == pytest.approx(ref.item(), rel=1e-5)
     assert logs['DAMSM'].item() == pytest.approx(last.item(), rel=1e-5) and ref.item() != last.item()   # two different images
 
@@ -354,6 +354,6 @@ def test_checkpoint_without_the_word_disc_is_refused(tmp_path):
     from attngan.pretrain import load_damsm
     train(tiny(), tmp_path/'run', steps=1, **quiet)
     te, ie, _, vocab = load_damsm(tmp_path/'run')
-    st = T.build_state(apply_sets(tiny(), ['gan.word_disc=1']), vocab, te, ie)
-    with pytest.raises(UserError, match='word discriminator not saved') as e: T.restore(st, load(tmp_path/'run'/'train_state.pt'))
+    st = T.build_state(apply_sets(tiny(), ['gan.word_disc=1']), vocab, te, ie, terms=R.extra_terms)
+    with pytest.raises(UserError, match='word discriminator not saved') as e: R.restore(st, load(tmp_path/'run'/'train_state.pt'))
     assert one_line(e)

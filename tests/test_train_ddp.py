@@ -5,17 +5,17 @@ import torch
 
 # `attngan train` as torchrun starts it, except that every rank also writes the parameters it ends with to $DUMP
 SCRIPT = """import os, sys, torch
-import attngan.train as T
-real_train = T.train
+import attngan.train as T, attngan.runs as R
+real_train = R.train
 def train_and_dump(*a, **k):
     st = real_train(*a, **k)
     params = lambda m: {n: p.detach().clone() for n, p in m.named_parameters()}
     torch.save(dict(step=st.step, G=params(T.bare(st.G)), G_ema=params(st.G_ema), Ds=params(st.Ds),
-                    WD=params(st.WD) if st.WD is not None else {}),
+                    WD=params(R.word_term(st).WD) if R.word_term(st) is not None else {}),
                os.path.join(os.environ['DUMP'], f"rank{os.environ['RANK']}_step{st.step}.pt"))
     return st
-T.train = train_and_dump
-sys.exit(T.main_train(sys.argv[1:]))
+R.train = train_and_dump
+sys.exit(R.main_train(sys.argv[1:]))
 """
 
 
@@ -42,7 +42,7 @@ def one_process_reference(run, at_steps, world=2):
     """What two processes should compute, in one process and without DDP: each step takes the single-process
     global batch of world x batch_size samples, cuts it into the ranks' shares, and averages the shares'
     gradients by hand (each share with its own BatchNorm statistics, DAMSM negatives and noise, as a rank has)."""
-    import attngan.train as T
+    import attngan.train as T, attngan.runs as R
     from attngan.config import Config
     from attngan.pretrain import load_damsm
     from attngan.data import collate
@@ -51,10 +51,10 @@ def one_process_reference(run, at_steps, world=2):
     from attngan.discriminators import discriminator_loss, generator_adv_loss
     cfg = Config.from_json(run/'config.json')
     te, ie, _, vocab = load_damsm(run)
-    _, ds = T.run_data(cfg, 'synth', vocab)
+    _, ds = R.run_data(cfg, 'synth', vocab)
     st = T.build_state(cfg, vocab, te, ie)                      # the initial weights every rank starts from
-    B, data = cfg.train.batch_size, T.SeededSamples(ds)
-    sampler = T.EpochBatchSampler(len(ds), ds.n_caps, world * B, cfg.train.seed)   # one process, the global batch
+    B, data = cfg.train.batch_size, R.SeededSamples(ds)
+    sampler = R.EpochBatchSampler(len(ds), ds.n_caps, world * B, cfg.train.seed)   # one process, the global batch
     out, step = {}, 0
     for epoch in itertools.count():
         for keys in sampler.epoch_keys(epoch):
@@ -109,7 +109,7 @@ def test_two_processes_train_and_resume(tmp_path):
         for part in ('G', 'G_ema', 'Ds'): assert close(dumps[0, s][part], ref[s][part]), (s, part)
     assert not close(dumps[0, 3]['G'], ref[7]['G'])                         # (the tolerance tells steps apart)
     # one process continues the two-process run from the same place in the epoch (batch 1 of 8 images = batch 2 of 4)
-    from attngan.train import train
+    from attngan.runs import train
     lines = []
     st = train(None, run, steps=8, resume=True, progress=False, log=lines.append)
     assert (st.step, st.epoch, st.batch) == (8, 1, 3) and any('instead of 2' in l for l in lines)
@@ -128,6 +128,6 @@ def test_two_processes_with_ma_gp_and_word_disc(tmp_path):
     d0, d1 = (load(tmp_path/f'rank{r}_step2.pt') for r in (0, 1))
     for part in ('G', 'G_ema', 'Ds', 'WD'): assert d0[part] and same(d0[part], d1[part]), part
     from attngan.config import Config
-    from attngan.discriminators import build_word_discriminator
+    from attngan.options import build_word_discriminator
     fresh = build_word_discriminator(Config.from_json(run/'config.json'))
     assert not torch.equal(d0['WD']['proj.weight'], fresh.proj.weight.detach())   # the word D trained

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest, torch
 from attngan.cli import main
 from attngan.config import tiny
-from attngan.train import train
+from attngan.runs import train
 from _cli import ATTNGAN, ENV             # tests/_cli.py: the console script, one thread
 
 quiet = dict(progress=False, log=lambda *a, **k: None)
