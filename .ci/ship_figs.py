@@ -1,4 +1,4 @@
-"""The figures of 10_measuring' "The shipped model" section, from a training run and its evaluations.
+"""The figures of the shipped model on library/results (nbs/images/ship3_*.png), from a training run and its evaluations.
 
     python .ci/ship_figs.py --run RUN --evals EVAL [EVAL ...] [--shipped STEP] [--marks STEP:TEXT ...]
                             [--before EVAL ...] [--before-label TEXT]
@@ -13,8 +13,9 @@ import argparse, json, tempfile
 from pathlib import Path
 import matplotlib; matplotlib.use('Agg')
 from PIL import Image
-from attngan.metrics import plot_progress, PROGRESS_PANELS, SHIPPED_TARGETS
-from attngan.train import plot_losses, save_figure
+from attngan.evaluation import plot_progress, PROGRESS_PANELS, SHIPPED_TARGETS
+from attngan.train import plot_losses
+from attngan.files import save_figure
 
 TARGETS = {k: SHIPPED_TARGETS[k] for k in ('attribute_accuracy', 'pointing_game', 'fid_evaluator', 'precision', 'recall')}
 

@@ -12,7 +12,7 @@ import argparse, json, shutil
 from pathlib import Path
 from attngan.sample import package_model, assets_dir, write_checksums, half_precision, SHIPPED_MODEL
 from attngan.pretrain import _load_tensors, atomic_torch_save
-from attngan.metrics import metrics_cache_dir
+from attngan.evaluator import metrics_cache_dir
 
 def half_copy(src: Path, dst: Path, weights: tuple, others: tuple):
     "Copy `others` as they are and `weights` (tensors-only checkpoints) in half precision."

@@ -3,12 +3,13 @@ ground truth): R-precision with the run's own DAMSM, the Inception Score and FID
 row equal to the same measure computed again here from images read and generated independently."""
 import json, os, subprocess, sys
 import numpy as np, pytest, torch
-from attngan.layouts import write_layout
-from attngan.data import CUBDataset
+from attngan.layouts import write_layout, CUBDataset
 from attngan.damsm import r_precision
 from attngan.pretrain import load_damsm
 from attngan.sample import Text2Image, encode_captions
+from attngan import evaluation as E
 from attngan import metrics as M
+from attngan import evaluator as R
 from _inception_standin import standin_inception          # tests/_inception_standin.py, shared with test_metrics.py
 from _cli import run                      # tests/_cli.py: `attngan ARGS` in a subprocess
 
@@ -65,10 +66,10 @@ def test_real_rows_equal_an_independent_computation(evaluated, pairs):
     sent = te(caps, lengths)[1]                                                             # (P, D) one per pair
     rp = r_precision(img[p['idx']], sent, sent, p['cls'], p['cls'], seed=0)
     assert (m['r_precision']['real'], m['r_precision']['real_std']) == pytest.approx(rp, abs=1e-6)
-    is_real = M.inception_score_tm(M.InceptionLogits(w), p['images'], seed=0)
+    is_real = M.inception_score_tm(R.InceptionLogits(w), p['images'], seed=0)
     assert m['inception_score']['real'] == pytest.approx(is_real['mean'], rel=1e-6)
     assert m['inception_score']['n_real'] == len(p['images'])
-    fid = M.fid_kid(M.InceptionFeatures(w), p['images'][0::2], p['images'][1::2], seed=0)
+    fid = M.fid_kid(R.InceptionFeatures(w), p['images'][0::2], p['images'][1::2], seed=0)
     assert m['fid_inception']['real'] == pytest.approx(fid['fid'], rel=1e-4)
     assert m['kid_inception']['real'] == pytest.approx(fid['kid'], rel=1e-3)
 
@@ -77,13 +78,13 @@ def test_real_rows_equal_an_independent_computation(evaluated, pairs):
 def test_generated_rows_equal_an_independent_computation(evaluated, pairs):
     "The images generate() draws for the pairs (one chunk, seed 0) give the rows' generated R-precision and IS; their FID is far above real vs real."
     m, p, w = evaluated['m'], pairs, evaluated['w']
-    fake = M.generate(p['pipe'], p['texts'], seed=0)['images']
+    fake = E.generate(p['pipe'], p['texts'], seed=0)['images']
     te, ie, cfg, vocab = load_damsm(evaluated['run'])
     caps, lengths = encode_captions(vocab, p['texts'], p['pipe'].cfg.data.max_words)[:2]
     sent = te(caps, lengths)[1]
     rp = r_precision(ie(fake.float() / 127.5 - 1)[1], sent, sent, p['cls'], p['cls'], seed=0)
     assert (m['r_precision']['generated'], m['r_precision']['generated_std']) == pytest.approx(rp, abs=1e-6)
-    is_fake = M.inception_score_tm(M.InceptionLogits(w), fake, seed=0)
+    is_fake = M.inception_score_tm(R.InceptionLogits(w), fake, seed=0)
     assert m['inception_score']['generated'] == pytest.approx(is_fake['mean'], rel=1e-6)
     assert m['inception_score']['real'] > m['inception_score']['generated']                 # noise-like images: one class for all
     f = m['fid_inception']

@@ -1,11 +1,16 @@
-"Tests of attngan.metrics: ground-truth plumbing, each measure against a known answer, caching, errors, evaluate()."
+"Tests of attngan.metrics, attngan.evaluator and attngan.evaluation: ground-truth plumbing, each measure against a known answer, caching, errors, evaluate()."
 import json, os
 from pathlib import Path
 import numpy as np, pytest, torch, torchvision
 from attngan.config import tiny, MissingPath, InvalidInput
-from attngan.data import CUBDataset, Vocab
-from attngan.synthbirds import ATTRIBUTES, ATTR_VALUES, PARTS, load_part_map, make_birds, word_value
+from attngan.data import Vocab
+from attngan.layouts import CUBDataset
+from attngan.synthbirds import ATTRIBUTES, ATTR_VALUES, PARTS, word_value
+from attngan.birdset import load_part_map, make_birds
+from attngan import evaluation as E
 from attngan import metrics as M
+from attngan import evaluator as R
+from attngan import pretrain as P
 from _inception_standin import standin_inception          # tests/_inception_standin.py, shared with test_evaluate_real.py
 
 torch.set_num_threads(1)
@@ -14,7 +19,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope='module')
 def small(birds_root):
     "The session's small set (60 images, 48 px) read at 32 px: (train, test)."
-    return M.load_real(birds_root, 'train', 32), M.load_real(birds_root, 'test', 32)
+    return R.load_real(birds_root, 'train', 32), R.load_real(birds_root, 'test', 32)
 
 
 @pytest.fixture(scope='module')
@@ -22,7 +27,7 @@ def trained(tmp_path_factory):
     "An 800-image set and an evaluator trained on it at 32 px (a few seconds), cached in a temporary folder."
     d = tmp_path_factory.mktemp('m')
     root = make_birds(d/'birds', n=800, size=64, seed=0, progress=False)
-    ev, info = M.load_or_train_evaluator(root, 32, cache_dir=d/'cache', width=8, epochs=8, batch_size=16, lr=1e-2,
+    ev, info = R.load_or_train_evaluator(root, 32, cache_dir=d/'cache', width=8, epochs=8, batch_size=16, lr=1e-2,
                                          progress=False, log=lambda s: None)
     return root, ev, info, d
 
@@ -31,7 +36,7 @@ def test_crop_label_map_follows_the_image_pipeline(birds_root):
     ds = CUBDataset(birds_root, 'test', sizes=(32,), vocab=Vocab(Vocab.specials), train=False)
     ds.paths = [birds_root/'parts'/f'{k}.png' for k in ds.keys]              # the label maps, read as images
     for i in range(len(ds)):
-        lab = M.crop_label_map(load_part_map(birds_root, ds.keys[i]), ds.boxes[i], 32, ds.bbox_scale)
+        lab = P.crop_label_map(load_part_map(birds_root, ds.keys[i]), ds.boxes[i], 32, ds.bbox_scale)
         via = ((ds[(i, 0)]['images'][0][0] + 1) * 127.5).round().numpy()
         assert lab.shape == (32, 32) and lab.dtype == np.uint8
         assert (via == lab).mean() > 0.8
@@ -42,7 +47,7 @@ def test_load_real_and_refusal(birds_root, small, tmp_path):
     assert test.images.dtype == torch.uint8 and test.images.shape[1:] == (3, 32, 32)
     assert test.class_ids.min() > 150 >= train.class_ids.max()
     assert test.attrs.shape == (len(test), len(ATTRIBUTES)) and len(test.captions_gt[0]) == 10
-    with pytest.raises(InvalidInput, match='ground truth'): M.load_real(tmp_path)
+    with pytest.raises(InvalidInput, match='ground truth'): R.load_real(tmp_path)
 
 
 def test_named_attributes_and_accuracy(small):
@@ -74,9 +79,9 @@ def test_attention_localisation_known_answers(small):
     pairs = [M.word_parts(g[0]) for g in test.captions_gt]
     T = max(len(g[0]) for g in test.captions_gt)
     perfect = M.oracle_attention(test.parts, pairs, T, 16)
-    r = M.attention_localisation(perfect, test.parts, pairs)                 # true attention on true masks
+    r = P.attention_localisation(perfect, test.parts, pairs)                 # true attention on true masks
     assert r['pointing'] == 1.0 and r['absent'] == 0 and r['mass_over_area'] > 3
-    u = M.attention_localisation(torch.ones_like(perfect), test.parts, pairs)
+    u = P.attention_localisation(torch.ones_like(perfect), test.parts, pairs)
     assert abs(u['mass'] - u['area']) < 1e-5 and abs(u['mass_over_area'] - 1) < 1e-4
 
 
@@ -100,7 +105,7 @@ def test_diversity_floor_and_pose(small):
 
 def test_fid_kid_and_inception(small, tmp_path):
     train, test = small
-    ext = M.EvaluatorFeatures(M.BirdEvaluator(32, 4))
+    ext = M.EvaluatorFeatures(R.BirdEvaluator(32, 4))
     same = M.fid_kid(ext, test.images, test.images, kid_subsets=5)
     assert abs(same['fid']) < 1e-4
     state = torch.get_rng_state(); torch.manual_seed(123)
@@ -110,11 +115,11 @@ def test_fid_kid_and_inception(small, tmp_path):
     torch.manual_seed(123); assert torch.equal(after, torch.get_rng_state())  # the global generator is left as it was
     assert a == b                                                             # KID's subsets follow `seed`, not the global state
     torch.set_rng_state(state)
-    with pytest.raises(MissingPath, match='inception_v3_google'): M.InceptionFeatures(None)
-    with pytest.raises(MissingPath, match='nope.pth'): M.InceptionFeatures(tmp_path/'nope.pth')
+    with pytest.raises(MissingPath, match='inception_v3_google'): R.InceptionFeatures(None)
+    with pytest.raises(MissingPath, match='nope.pth'): R.InceptionFeatures(tmp_path/'nope.pth')
     w = tmp_path/'inception.pth'
     torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), w)
-    inc = M.InceptionFeatures(w)
+    inc = R.InceptionFeatures(w)
     assert inc(test.images[:2]).shape == (2, 2048)
     r = M.fid_kid(inc, test.images[:3], train.images[:3], kid_subsets=2)
     assert np.isfinite(r['fid']) and r['n_real'] == 3
@@ -133,7 +138,7 @@ def test_evaluator_cache_is_tensors_only_and_reused(trained):
     assert sorted(p.name for p in folder.iterdir()) == ['evaluator.json', 'evaluator.pt']
     sd = torch.load(folder/'evaluator.pt', weights_only=True)
     assert all(torch.is_tensor(v) for v in sd.values())
-    ev2, info2 = M.load_or_train_evaluator(root, 32, cache_dir=d/'cache', width=8, epochs=8, batch_size=16, lr=1e-2,
+    ev2, info2 = R.load_or_train_evaluator(root, 32, cache_dir=d/'cache', width=8, epochs=8, batch_size=16, lr=1e-2,
                                            log=lambda s: pytest.fail('retrained'))
     assert info2 == info
 
@@ -153,7 +158,7 @@ def test_evaluate_random_generator_near_chance_real_near_ceiling(trained):
     cfg = tiny(); torch.manual_seed(0)
     ds = CUBDataset(root, 'train', sizes=(32,))
     pipe = Text2Image(Generator(cfg), TextEncoder(len(ds.vocab), cfg.text), ds.vocab, cfg)
-    m = M.evaluate(pipe, root, n_captions=100, n_diverse=8, n_samples=4, evaluator=ev, eval_damsm=False, stages=False,
+    m = E.evaluate(pipe, root, n_captions=100, n_diverse=8, n_samples=4, evaluator=ev, eval_damsm=False, stages=False,
                    out=d/'eval', progress=False, log=lambda s: None)
     aa = m['attribute_accuracy']
     assert abs(aa['generated'] - aa['floor']) < 0.1 and aa['real'] > aa['generated'] + 0.2
@@ -167,7 +172,7 @@ def test_evaluate_random_generator_near_chance_real_near_ceiling(trained):
     saved = json.loads((d/'eval'/'metrics.json').read_text())
     assert saved['attribute_accuracy'] == aa and (d/'eval'/'metrics.png').stat().st_size > 10_000
     assert saved['precision'] == pr and saved['visual_concepts'] == vc
-    txt = M.format_metrics(m)
+    txt = E.format_metrics(m)
     assert 'attribute_accuracy' in txt and next(l for l in txt.splitlines() if l.startswith('recall ')).split()[1:3] == [f"{rc['generated']:.4g}", f"{rc['real']:.4g}"]
 
 
@@ -226,12 +231,12 @@ def test_kmeans_and_visual_concepts_known_answers():
 
 def test_concept_features_read_the_species_attributes(trained):
     root, ev, _, _ = trained
-    x = M.load_real(root, 'test', 32, limit=6).images
+    x = R.load_real(root, 'test', 32, limit=6).images
     f = M.concept_features(ev, x)
     sizes = [len(ATTR_VALUES[a]) for a in ATTRIBUTES if a not in ('branch', 'background')]
     assert f.shape == (6, sum(sizes)) and f.dtype == torch.float64
     assert torch.allclose(torch.stack([p.sum(1) for p in f.split(sizes, 1)], 1), torch.ones(6, len(sizes), dtype=torch.float64))
-    pred = M.predict(ev, x)[0]
+    pred = R.predict(ev, x)[0]
     assert torch.equal(torch.stack([p.argmax(1) for p in f.split(sizes, 1)], 1), pred[:, :len(sizes)])
 
 
@@ -247,8 +252,8 @@ def test_unknown_words_leave_sentence_features_unchanged():
 
 
 def test_format_metrics_names_the_real_images_column():
-    row = M._row(0.5, 0.9, 0.1, 'chance')
-    txt = M.format_metrics({'attribute_accuracy': row, 'r_precision': M._row(54.0, 33.4, 1.0, 'chance (1 in 100)')})
+    row = E._row(0.5, 0.9, 0.1, 'chance')
+    txt = E.format_metrics({'attribute_accuracy': row, 'r_precision': E._row(54.0, 33.4, 1.0, 'chance (1 in 100)')})
     head, rows = txt.splitlines()[0], txt.splitlines()[2:4]
     assert head.split()[:5] == ['measure', 'generated', 'real', 'images', 'floor']
     assert rows[0].split()[:4] == ['attribute_accuracy', '0.5', '0.9', '0.1'] and rows[1].split()[1:3] == ['54', '33.4']
@@ -282,17 +287,17 @@ def test_inception_weights_files_refused(tmp_path):
     plain = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
     assert sorted(torch.load(w)) == sorted(plain)                             # the format of torchvision's file
     x, sd = (torch.rand(3, 3, 32, 32) * 255).byte(), torch.load(w)
-    logits = M.InceptionLogits(w)(x)                                          # the file's classifier on the file's pool features
-    assert logits.shape == (3, 1000) and torch.allclose(logits, M.InceptionFeatures(w)(x) @ sd['fc.weight'].double().T + sd['fc.bias'].double(), atol=1e-3)
+    logits = R.InceptionLogits(w)(x)                                          # the file's classifier on the file's pool features
+    assert logits.shape == (3, 1000) and torch.allclose(logits, R.InceptionFeatures(w)(x) @ sd['fc.weight'].double().T + sd['fc.bias'].double(), atol=1e-3)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path/'resnet.pth')
-    for cls in (M.InceptionFeatures, M.InceptionLogits):
+    for cls in (R.InceptionFeatures, R.InceptionLogits):
         with pytest.raises(InvalidInput, match=r'resnet\.pth is not an Inception-v3 state_dict \(fc\.weight has another shape'):
             cls(tmp_path/'resnet.pth')
     torch.save({k: v for k, v in torch.load(w).items() if not k.startswith('fc.')}, tmp_path/'trunk.pth')
-    M.InceptionFeatures(tmp_path/'trunk.pth')                                 # FID needs no classifier ...
-    with pytest.raises(InvalidInput, match=r'has no classifier \(fc\.weight, fc\.bias\)'): M.InceptionLogits(tmp_path/'trunk.pth')
-    with pytest.raises(MissingPath, match='The Inception Score needs a local weights file'): M.InceptionLogits(None)
-    with pytest.raises(MissingPath, match='nope.pth'): M.InceptionLogits(tmp_path/'nope.pth')
+    R.InceptionFeatures(tmp_path/'trunk.pth')                                 # FID needs no classifier ...
+    with pytest.raises(InvalidInput, match=r'has no classifier \(fc\.weight, fc\.bias\)'): R.InceptionLogits(tmp_path/'trunk.pth')
+    with pytest.raises(MissingPath, match='The Inception Score needs a local weights file'): R.InceptionLogits(None)
+    with pytest.raises(MissingPath, match='nope.pth'): R.InceptionLogits(tmp_path/'nope.pth')
 
 
 def test_inception_score_row_in_evaluate(birds_root, tmp_path):
@@ -301,26 +306,26 @@ def test_inception_score_row_in_evaluate(birds_root, tmp_path):
     from attngan.damsm import TextEncoder
     from attngan.sample import Text2Image
     w = standin_inception(tmp_path/'inception.pth')
-    ev, _ = M.load_or_train_evaluator(birds_root, 32, cache_dir=tmp_path/'cache', width=4, epochs=1, batch_size=16,
+    ev, _ = R.load_or_train_evaluator(birds_root, 32, cache_dir=tmp_path/'cache', width=4, epochs=1, batch_size=16,
                                       progress=False, log=lambda s: None)
     cfg = tiny(); torch.manual_seed(0)
     ds = CUBDataset(birds_root, 'train', sizes=(32,))
     pipe = Text2Image(Generator(cfg), TextEncoder(len(ds.vocab), cfg.text), ds.vocab, cfg)
-    m = M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, eval_damsm=False, inception_weights=w,
+    m = E.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, eval_damsm=False, inception_weights=w,
                    seed=0, stages=False, out=tmp_path/'eval', progress=False, log=lambda s: None)
     r = json.loads((tmp_path/'eval'/'metrics.json').read_text())['inception_score']
     assert r == m['inception_score'] and 'fid_inception' in m
     assert set(r) == {'generated', 'real', 'floor', 'floor_is', 'higher_is_better', 'generated_std', 'real_std', 'n', 'splits'}
     assert (r['n'], r['splits'], r['floor'], r['higher_is_better']) == (15, 8, 1.0, True)    # 15 images: 7 parts of 2 and 1
-    real = M.load_real(birds_root, 'test', 32)
-    idx, cap = M.pick_captions(real, 15, 0)
-    fake = M.generate(pipe, [real.captions[i][c] for i, c in zip(idx, cap)], seed=0)['images']   # the images evaluate drew
-    net = M.InceptionLogits(w)
+    real = R.load_real(birds_root, 'test', 32)
+    idx, cap = E.pick_captions(real, 15, 0)
+    fake = E.generate(pipe, [real.captions[i][c] for i, c in zip(idx, cap)], seed=0)['images']   # the images evaluate drew
+    net = R.InceptionLogits(w)
     with torch.random.fork_rng(devices=[]): torch.manual_seed(0); perm = torch.randperm(15)
     for key, x in (('generated', fake), ('real', real.images[torch.as_tensor(idx)])):
         assert abs(r[key] - M.inception_score(net(x)[perm], torch.nn.Identity(), splits=8)[0]) < 1e-9, key
     assert r['generated'] != r['real']
-    assert 'inception_score' not in M.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, stages=False,
+    assert 'inception_score' not in E.evaluate(pipe, birds_root, n_captions=15, n_diverse=2, n_samples=4, evaluator=ev, stages=False,
                                                eval_damsm=False, progress=False, log=lambda s: None)
 
 
@@ -328,12 +333,12 @@ def test_shipped_yardsticks_are_the_pinned_ones():
     "The shipped evaluation DAMSM was trained with eval_damsm_config() (its folder's name, settings and seed); each shipped evaluator with the settings its folder names."
     import dataclasses
     from attngan.sample import assets_dir, verify_checksums
-    cfg, dm = M.eval_damsm_config(), assets_dir()/'eval_damsm'
+    cfg, dm = R.eval_damsm_config(), assets_dir()/'eval_damsm'
     folders = sorted(dm.iterdir())
-    assert [f.name for f in folders] == [f"n11788_s128_seed0_v1_{cfg.name}_seed{M.EVAL_DAMSM_SEED}"]   # only the current yardstick ships
+    assert [f.name for f in folders] == [f"n11788_s128_seed0_v1_{cfg.name}_seed{R.EVAL_DAMSM_SEED}"]   # only the current yardstick ships
     verify_checksums(folders[0])
     saved = json.loads((folders[0]/'config.json').read_text())
-    assert saved['train']['seed'] == M.EVAL_DAMSM_SEED
+    assert saved['train']['seed'] == R.EVAL_DAMSM_SEED
     for section in ('text', 'damsm'):
         want = dataclasses.asdict(getattr(cfg, section))
         assert saved[section] == json.loads(json.dumps(want)), section
@@ -344,5 +349,5 @@ def test_shipped_yardsticks_are_the_pinned_ones():
     for ev in sorted((assets_dir()/'evaluators').iterdir()):
         verify_checksums(ev)
         info = json.loads((ev/'evaluator.json').read_text())
-        assert ev.name.endswith(f"_px{info['size']}_w{info['width']}_e{info['epochs']}_b{info['batch_size']}_lr{info['lr']:g}_seed{info['seed']}_v{M.EVAL_VERSION}")
+        assert ev.name.endswith(f"_px{info['size']}_w{info['width']}_e{info['epochs']}_b{info['batch_size']}_lr{info['lr']:g}_seed{info['seed']}_v{R.EVAL_VERSION}")
         assert info['accuracy']['mean'] > 0.95
