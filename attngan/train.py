@@ -48,6 +48,7 @@ class DistInfo:
     @property
     def main(self) -> bool: return self.rank == 0
 
+# %% ../nbs/course/08_training.ipynb #154d9b7a
 def bare(m: nn.Module) -> nn.Module:
     "The module inside a DistributedDataParallel wrapper (or `m` itself)."
     return m.module if isinstance(m, DDP) else m
@@ -116,12 +117,14 @@ def native_bf16(device) -> bool:
         return any(p() for p in probes if p is not None)
     return False
 
+# %% ../nbs/course/08_training.ipynb #1a659e3b
 def uses_bf16(cfg: Config, device) -> bool:
     "True when a run with `cfg` computes its forward passes in bfloat16 on `device`: amp 'bf16', or 'auto' where it is native."
     a = cfg.train.amp
     if a not in ('', 'bf16', 'auto'): raise InvalidInput(f"Unknown cfg.train.amp {a!r}; choose 'auto', 'bf16' or '' (float32).")
     return a == 'bf16' or (a == 'auto' and native_bf16(str(device)))
 
+# %% ../nbs/course/08_training.ipynb #d660bddf
 def numerics(cfg: Config, device) -> str:
     "The run's numerics in words, for its log."
     return ('bfloat16 autocast' + (' (auto: native here)' if cfg.train.amp == 'auto' else '')) if uses_bf16(cfg, device) else \
@@ -160,10 +163,12 @@ def autocast(cfg: Config, device):
     "bfloat16 autocast when `uses_bf16(cfg, device)` (forward passes only; weights and optimisers stay float32)."
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device))
 
+# %% ../nbs/course/08_training.ipynb #dbc09426
 def no_timer(name: str):
     "The default `timer` of the steps: times nothing (bench passes one that times and counts each phase)."
     return contextlib.nullcontext()
 
+# %% ../nbs/course/08_training.ipynb #10762775
 def d_step(d_losses: list, opt_ds: list, reals: list, fakes: list, sent, amp=contextlib.nullcontext, timer=no_timer) -> dict:
     "Update each stage's discriminator on its real images vs the detached fakes, paper Eq. 5; return the losses (and MA-GP's share)."
     logs, gp = {}, []
@@ -214,6 +219,7 @@ def ema_update(G_ema: nn.Module, G: nn.Module, decay: float = 0.999):
     for pe, p in zip(G_ema.parameters(), G.parameters()): pe.lerp_(p, 1 - decay)
     for be, b_ in zip(G_ema.buffers(), G.buffers()): be.copy_(b_)
 
+# %% ../nbs/course/08_training.ipynb #0f5fe2b9
 def ema_decay(decay: float, step: int) -> float:
     "The EMA decay at generator step `step` (0-based): `decay`, ramped up from 0.1 by (1 + step) / (10 + step)."
     return min(decay, (1 + step) / (10 + step))
@@ -224,6 +230,7 @@ def real_regions(image_encoder: nn.Module, real_last, amp=contextlib.nullcontext
     "DAMSM region features (B, D, h, w) of the real last-stage images, without a graph (for the terms that need them)."
     with amp(): return image_encoder(real_last)[0]
 
+# %% ../nbs/course/08_training.ipynb #b5c49e82
 def train_step(st: TrainState, reals: list, captions, lengths, mask, class_ids, nz: dict, amp=contextlib.nullcontext,
                timer=no_timer) -> dict:
     "One AttnGAN iteration on a batch with noise `nz` (`draw_noise`): every D, then G, then the EMA; the step's losses."
@@ -279,6 +286,7 @@ def _rgb(x):
     "(3, H, W) in [-1, 1] -> (H, W, 3) in [0, 1] on the CPU."
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
+# %% ../nbs/course/08_training.ipynb #96dd957c
 def plot_samples(out: GeneratorOutput, tokens: list, width: float = 1.2):
     "One column per caption, one row per stage (small to large), the caption above each column."
     import textwrap
