@@ -14,8 +14,8 @@ from .core import init_weights
 from .options import option
 
 # %% auto #0
-__all__ = ['down_block', 'keep_block', 'encoder_plan', 'Discriminator', 'build_discriminators', 'BCETerms', 'discriminator_loss',
-           'generator_adv_loss', 'd_loss_for', 'g_adv_loss_for']
+__all__ = ['down_block', 'keep_block', 'encoder_plan', 'Discriminator', 'build_discriminators', 'BCETerms', 'adv_terms',
+           'discriminator_loss', 'generator_adv_loss', 'd_loss_for', 'g_adv_loss_for']
 
 # %% ../nbs/course/07_discriminators.ipynb #49aefe35
 def down_block(c_in: int, c_out: int, bn: bool = True, bias: bool = False) -> nn.Sequential:
@@ -121,13 +121,17 @@ class BCETerms:
     def g(logits): return _bce(logits, 1.)
 
 # %% ../nbs/course/07_discriminators.ipynb #a7c1e0d2
+def adv_terms(kind: str = 'bce'):
+    "The terms `kind` (cfg.gan.gan_loss) names: the paper's `BCETerms`, or an option's (`HingeTerms`)."
+    return option('gan.gan_loss', kind, BCETerms)
+
 def _adv_term(logits, real: bool, kind: str = 'bce'):
-    "A discriminator term from logits (B,): the terms `kind` (cfg.gan.gan_loss) names, the paper's `BCETerms` by default."
-    return option('gan.gan_loss', kind, BCETerms).d(logits, real)
+    "A discriminator term from logits (B,)."
+    return adv_terms(kind).d(logits, real)
 
 def _gen_term(logits, kind: str = 'bce'):
-    "The generator's term from logits (B,): the terms `kind` names, the paper's `BCETerms` by default."
-    return option('gan.gan_loss', kind, BCETerms).g(logits)
+    "The generator's term from logits (B,)."
+    return adv_terms(kind).g(logits)
 
 # %% ../nbs/course/07_discriminators.ipynb #a092f7d7
 def discriminator_loss(D: Discriminator,

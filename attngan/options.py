@@ -17,9 +17,9 @@ from .attention import masked_softmax, region_attention
 # %% auto #0
 __all__ = ['PAPER', 'OPTIONS', 'LM_PACKAGE', 'LM_SHA256', 'register', 'option', 'SubPixelUp', 'DenseBlock', 'channel_attention',
            'ChannelWordAttention', 'StageVectors', 'JoinVector', 'shared_stages', 'frozen_batchnorm_stats',
-           'recomputed', 'spectral_normalize', 'HingeTerms', 'discriminator_loss_hinge', 'generator_loss_hinge',
-           'matching_aware_gp', 'ma_gradient_penalty', 'WordDiscriminator', 'word_d_loss', 'word_g_loss',
-           'build_word_discriminator', 'lm_dir', 'load_lm', 'PretrainedTextEncoder', 'PartPooling']
+           'recomputed', 'spectral_normalize', 'HingeTerms', 'matching_aware_gp', 'ma_gradient_penalty',
+           'WordDiscriminator', 'word_d_loss', 'word_g_loss', 'build_word_discriminator', 'lm_dir', 'load_lm',
+           'PretrainedTextEncoder', 'PartPooling']
 
 # %% ../nbs/library/options.ipynb #22932d15
 PAPER = {'gan.upsample': 'nearest', 'gan.refine_block': 'residual', 'gan.channel_attention': False,
@@ -192,19 +192,6 @@ class HingeTerms:
     @staticmethod
     def g(logits): return -logits.mean()
 
-# %% ../nbs/library/options.ipynb #617fb874
-def discriminator_loss_hinge(D, real, fake, sent, wrong_sent=None, shift: int = 1, parts: bool = False,
-                             ma_gp: float = 0., ma_gp_power: float = 6.):
-    "`discriminator_loss` with DF-GAN's hinge terms: relu(1 - D(x, s)) for real, relu(1 + D(.)) for fake and mismatched."
-    from attngan.discriminators import discriminator_loss   # here, not at the top: attngan.discriminators imports this module
-    return discriminator_loss(D, real, fake, sent, wrong_sent, shift, parts, 'hinge', ma_gp, ma_gp_power)
-
-# %% ../nbs/library/options.ipynb #1947f73a
-def generator_loss_hinge(D, fake, sent):
-    "DF-GAN's generator loss, -D(G(z), s), on both heads: -mean(uncond) - mean(cond)."
-    from attngan.discriminators import generator_adv_loss
-    return generator_adv_loss(D, fake, sent, kind='hinge')
-
 # %% ../nbs/library/options.ipynb #db4c6204
 @register('gan.ma_gp', True)
 def matching_aware_gp(out, real, sent, k: float, p: float):
@@ -256,34 +243,29 @@ def forward(self: WordDiscriminator, regions, words, mask=None):
     logits, _ = self.word_logits(regions, words, mask)
     return (self.word_weights(words, mask) * logits).sum(1)
 
-# %% ../nbs/library/options.ipynb #4506a5cc
-def _terms():
-    "The discriminators' term functions, imported here, not at the top: attngan.discriminators imports this module."
-    from attngan.discriminators import _adv_term, _gen_term
-    return _adv_term, _gen_term
-
 # %% ../nbs/library/options.ipynb #3158c57d
 def word_d_loss(WD: WordDiscriminator,
                 regions_real,          # (B, D, h, w) DAMSM regions of real images (no graph needed)
                 regions_fake,          # (B, D, h, w) DAMSM regions of generated images; detached here
                 words, mask=None,      # (B, D, T) their captions' words, (B, T) True = real word
                 wrong_words=None, wrong_mask=None,  # mismatched captions; default: words and mask rolled by `shift`
-                shift: int = 1, kind: str = 'bce', parts: bool = False):
-    "Word-level D loss (ControlGAN): real + (fake + mismatched) / 2, BCE or hinge terms."
+                shift: int = 1, terms=None, parts: bool = False):  # terms: the Ds' (`adv_terms(cfg.gan.gan_loss)`)
+    "Word-level D loss (ControlGAN): real + (fake + mismatched) / 2, with the discriminators' terms (BCE or hinge)."
     if wrong_words is None:
         if words.shape[0] < 2: raise InvalidInput("Mismatched captions need a batch of 2 or more, or pass `wrong_words`.")
         wrong_words, wrong_mask = words.roll(shift, 0), None if mask is None else mask.roll(shift, 0)
-    _adv_term, _ = _terms()
-    terms = dict(real=_adv_term(WD(regions_real, words, mask), True, kind),
-                 fake=_adv_term(WD(regions_fake.detach(), words, mask), False, kind),
-                 wrong=_adv_term(WD(regions_real, wrong_words, wrong_mask), False, kind))
-    loss = terms['real'] + (terms['fake'] + terms['wrong']) / 2
-    return (loss, {k: v.detach() for k, v in terms.items()}) if parts else loss
+    if terms is None: raise InvalidInput("word_d_loss needs the discriminators' terms: terms=adv_terms(cfg.gan.gan_loss).")
+    out = dict(real=terms.d(WD(regions_real, words, mask), True),
+               fake=terms.d(WD(regions_fake.detach(), words, mask), False),
+               wrong=terms.d(WD(regions_real, wrong_words, wrong_mask), False))
+    loss = out['real'] + (out['fake'] + out['wrong']) / 2
+    return (loss, {k: v.detach() for k, v in out.items()}) if parts else loss
 
 # %% ../nbs/library/options.ipynb #f92477c2
-def word_g_loss(WD: WordDiscriminator, regions_fake, words, mask=None, kind: str = 'bce'):
+def word_g_loss(WD: WordDiscriminator, regions_fake, words, mask=None, terms=None):
     "Word-level G loss: the generated images' regions (with their graph, from image_encoder(fake)) should show the words."
-    return _terms()[1](WD(regions_fake, words, mask), kind)
+    if terms is None: raise InvalidInput("word_g_loss needs the discriminators' terms: terms=adv_terms(cfg.gan.gan_loss).")
+    return terms.g(WD(regions_fake, words, mask))
 
 # %% ../nbs/library/options.ipynb #74e7ffd1
 def build_word_discriminator(cfg) -> WordDiscriminator | None:

@@ -16,6 +16,7 @@ from .data import Vocab, collate
 from .layouts import CUBDataset, check_data_root
 from .birdset import synth_root
 from .damsm import text_encoder, image_encoder, damsm_loss
+from .discriminators import adv_terms
 from .options import build_word_discriminator, word_d_loss, word_g_loss
 from .pretrain import save_damsm, load_damsm
 from .files import (save_figure, atomic_torch_save, atomic_write_text, load_tensors, RunLock, RunInUse,
@@ -41,7 +42,7 @@ class WordDiscriminatorLoss(nn.Module):
         self.WD, self.kind = WD, kind
 
     def forward(self, regions_real, regions_fake, words, mask):
-        return word_d_loss(self.WD, regions_real, regions_fake, words, mask, kind=self.kind)
+        return word_d_loss(self.WD, regions_real, regions_fake, words, mask, terms=adv_terms(self.kind))
 
 class WordDiscriminatorTerm(LossTerm):
     "ControlGAN's word-level D: its own step after the Ds' ('WD'), and word_disc * G_word in G's loss."
@@ -66,7 +67,7 @@ class WordDiscriminatorTerm(LossTerm):
         self.opt_wd.step()
         return dict(WD=loss.detach())
 
-    def loss(self, c: dict): return word_g_loss(self.WD, c['regions'], c['words'], c['mask'], kind=self.kind).float()
+    def loss(self, c: dict): return word_g_loss(self.WD, c['regions'], c['words'], c['mask'], terms=adv_terms(self.kind)).float()
     def state_dict(self) -> dict: return dict(WD=self.WD.state_dict(), opt_wd=self.opt_wd.state_dict())
     def load_state_dict(self, sd: dict):
         self.WD.load_state_dict(sd['WD'])

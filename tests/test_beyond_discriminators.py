@@ -14,8 +14,8 @@ from attngan.config import tiny, InvalidInput, UserError
 from attngan.core import Generator, n_params
 from attngan.damsm import image_encoder
 from attngan.discriminators import (Discriminator, build_discriminators, discriminator_loss, generator_adv_loss,
-                                    d_loss_for, g_adv_loss_for, _adv_term)
-from attngan.options import (discriminator_loss_hinge, generator_loss_hinge, ma_gradient_penalty, WordDiscriminator,
+                                    d_loss_for, g_adv_loss_for, _adv_term, adv_terms, BCETerms)
+from attngan.options import (HingeTerms, ma_gradient_penalty, WordDiscriminator,
                              build_word_discriminator, word_d_loss, word_g_loss)
 
 
@@ -153,9 +153,9 @@ def test_hinge_losses_against_the_logits():
         (ur, cr), (uf, cf), (_, cw) = D(real, sent), D(fake, sent), D(real, sent.roll(1, 0))
         h = lambda x: x.clamp_min(0).mean()
         want = (h(1 - ur) + h(1 - cr)) / 2 + (h(1 + uf) + h(1 + cf) + h(1 + cw)) / 3
-        assert discriminator_loss_hinge(D, real, fake, sent).item() == pytest.approx(want.item(), abs=1e-6)
+        assert discriminator_loss(D, real, fake, sent, kind='hinge').item() == pytest.approx(want.item(), abs=1e-6)
         assert d_loss_for(cfg_with(gan_loss='hinge'))(D, real, fake, sent).item() == pytest.approx(want.item(), abs=1e-6)
-        assert generator_loss_hinge(D, fake, sent).item() == pytest.approx((-uf.mean() - cf.mean()).item(), abs=1e-6)
+        assert generator_adv_loss(D, fake, sent, kind='hinge').item() == pytest.approx((-uf.mean() - cf.mean()).item(), abs=1e-6)
         assert g_adv_loss_for(cfg_with(gan_loss='hinge'))(D, fake, sent).item() == pytest.approx((-uf.mean() - cf.mean()).item(), abs=1e-6)
 
 
@@ -234,24 +234,24 @@ def word_setup(seed=0, **gan):
 def test_word_disc_gradient_reaches_the_generator():
     "The issue's test: G's word loss on G's own images reaches G's parameters; from detached images it does not."
     cfg, G, enc, WD, words, sent, mask, fake = word_setup()
-    word_g_loss(WD, enc(fake.images[-1])[0], words, mask).backward()
+    word_g_loss(WD, enc(fake.images[-1])[0], words, mask, terms=BCETerms).backward()
     missing = [n for n, p in G.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert [n for n in missing if not n.startswith('to_images.0.')] == []   # only the first stage's to-image conv is unused
     G.zero_grad(set_to_none=True)
-    word_g_loss(WD, enc(fake.images[-1].detach())[0], words, mask).backward()
+    word_g_loss(WD, enc(fake.images[-1].detach())[0], words, mask, terms=BCETerms).backward()
     assert all(p.grad is None for p in G.parameters())
 
 
 def test_word_d_loss_trains_wd_not_g():
     cfg, G, enc, WD, words, sent, mask, fake = word_setup()
     r_real, r_fake = enc(torch.randn(4, 3, 32, 32))[0], enc(fake.images[-1])[0]
-    word_d_loss(WD, r_real, r_fake, words, mask).backward()
+    word_d_loss(WD, r_real, r_fake, words, mask, terms=BCETerms).backward()
     assert all(p.grad is None for p in G.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in WD.parameters())
     with torch.no_grad():
         WD.scale.zero_(); WD.offset.zero_()                          # every logit 0
-        assert word_d_loss(WD, r_real, r_fake, words, mask).item() == pytest.approx(2 * math.log(2), abs=1e-6)
-        assert word_d_loss(WD, r_real, r_fake, words, mask, kind='hinge').item() == pytest.approx(2., abs=1e-6)
+        assert word_d_loss(WD, r_real, r_fake, words, mask, terms=BCETerms).item() == pytest.approx(2 * math.log(2), abs=1e-6)
+        assert word_d_loss(WD, r_real, r_fake, words, mask, terms=HingeTerms).item() == pytest.approx(2., abs=1e-6)
 
 
 def test_word_disc_sees_words_and_ignores_padding():
@@ -272,7 +272,7 @@ def test_word_disc_build_and_spectral_norm():
     assert isinstance(WD, WordDiscriminator) and not is_parametrized(WD.proj) and n_params(WD) == 16 * 16 + 16 + 2
     assert is_parametrized(build_word_discriminator(cfg_with(word_disc=0.5, spectral_norm=True)).proj)
     with pytest.raises(InvalidInput, match='wrong_words'):
-        word_d_loss(WD, torch.randn(1, 16, 4, 4), torch.randn(1, 16, 4, 4), torch.randn(1, 16, 3))
+        word_d_loss(WD, torch.randn(1, 16, 4, 4), torch.randn(1, 16, 4, 4), torch.randn(1, 16, 3), terms=BCETerms)
 
 
 # ---------------------------------------------------------------- every combination
@@ -295,11 +295,11 @@ def test_every_combination_trains_one_step(sn, loss, gp, wd):
         assert all(p.grad is not None for p in D.parameters())
     if WD is not None:
         with torch.no_grad(): r_real, r_fake = enc(reals[-1])[0], enc(fake.images[-1])[0]
-        word_d_loss(WD, r_real, r_fake, words, mask, kind=loss).backward()
+        word_d_loss(WD, r_real, r_fake, words, mask, terms=adv_terms(loss)).backward()
         assert all(p.grad is not None for p in WD.parameters())
     for D in Ds: D.requires_grad_(False)                            # G step
     g = sum(g_adv_loss_for(cfg)(D, f, sent) for D, f in zip(Ds, fake.images))
-    if WD is not None: g = g + cfg.gan.word_disc * word_g_loss(WD.requires_grad_(False), enc(fake.images[-1])[0], words, mask, kind=loss)
+    if WD is not None: g = g + cfg.gan.word_disc * word_g_loss(WD.requires_grad_(False), enc(fake.images[-1])[0], words, mask, terms=adv_terms(loss))
     assert torch.isfinite(g)
     g.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in G.parameters())
