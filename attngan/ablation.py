@@ -69,7 +69,7 @@ def _default_train(cfg, folder, damsm, minutes, resume, log):
     train(cfg, folder, damsm=damsm, minutes=minutes, resume=resume, progress=False, log=log)
 
 def _default_pretrain(cfg, folder, epochs, log):
-    from attngan.pretrain import pretrain_damsm                     # resumable; a finished run trains no more
+    from attngan.pretrain_runs import pretrain_damsm                # resumable; a finished run trains no more
     pretrain_damsm(cfg, folder, epochs=epochs, resume=(Path(folder)/'damsm_state.pt').is_file(), progress=False, log=log)
 
 def _default_eval(folder, log):

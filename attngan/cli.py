@@ -33,7 +33,7 @@ def cmd_bench(a):
 # %% ../nbs/library/cli.ipynb #e943ec00
 def cmd_pretrain_damsm(a):
     "Pre-train the DAMSM text and image encoders."
-    from attngan.pretrain import cli_pretrain_damsm
+    from attngan.pretrain_runs import cli_pretrain_damsm
     cli_pretrain_damsm(a.data, a.out, a.preset, a.minutes, a.epochs, a.resume, a.quiet, a.sets)
 
 def cmd_train(a):

@@ -78,7 +78,8 @@ EVAL_MINUTES = 1.5   # kept from the training budget for `attngan evaluate --qui
 def run_demo(out='runs/demo', minutes: float = 20.0, preset: str = 'demo', quiet: bool = False, log=print,
              evaluate: bool = True, pretrain: bool = False) -> dict:
     "Synthetic birds -> DAMSM -> AttnGAN -> held-out samples (-> headline numbers), within `minutes`; returns where everything is."
-    from attngan.pretrain import pretrain_damsm, damsm_data_root
+    from attngan.pretrain import damsm_data_root
+    from attngan.pretrain_runs import pretrain_damsm
     from attngan.runs import train
     from attngan.evaluator import evaluation_ready
     from attngan.evaluation import cli_evaluate

@@ -303,7 +303,8 @@ def eval_damsm_config(version: int = 2) -> Config:
 def load_or_train_eval_damsm(root, cfg: Config | None = None, cache_dir=None, seed: int = EVAL_DAMSM_SEED,
                              minutes: float | None = None, epochs: int | None = None, progress: bool = True, log=print) -> tuple:
     "The cached evaluation DAMSM of this data set (trained with pretrain_damsm first if missing): (text_encoder, image_encoder, cfg, vocab)."
-    from attngan.pretrain import pretrain_damsm, load_damsm
+    from attngan.pretrain import load_damsm
+    from attngan.pretrain_runs import pretrain_damsm
     cfg = cfg or eval_damsm_config()
     folder = metrics_cache_dir(cache_dir)/'eval_damsm'/f"{_set_tag(root)}_{cfg.name}_seed{seed}"
     if (folder/'damsm.pt').is_file(): return load_damsm(folder)

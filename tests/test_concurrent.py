@@ -106,7 +106,7 @@ def test_without_fcntl_runs_unlocked(tmp_path, monkeypatch, one_thread):
 
 def test_the_lock_is_held_by_train_and_pretrain_damsm_in_process(tmp_path, monkeypatch, one_thread):
     "Seen from inside: the run folder's lock is held while train() and pretrain_damsm() run, with this process's pid."
-    import attngan.runs as R, attngan.pretrain as P
+    import attngan.runs as R, attngan.pretrain_runs as P
     from attngan.config import tiny
     seen = []
     real_prepare, real_start = R.prepare_run, P._start

@@ -2,7 +2,7 @@
 import json
 import attngan.demo as demo_mod
 from attngan.config import tiny
-from attngan.pretrain import pretrain_damsm
+from attngan.pretrain_runs import pretrain_damsm
 
 
 def test_demo_takes_a_fitting_damsm_or_pretrains_one(tmp_path, monkeypatch, one_thread):

@@ -1,9 +1,9 @@
-"DAMSM pre-training (attngan.pretrain): resume (also inside an epoch), random state, atomic checkpoints, clear errors, the CLI hook; all on tiny data."
+"DAMSM pre-training (attngan.pretrain, attngan.pretrain_runs): resume (also inside an epoch), random state, atomic checkpoints, clear errors, the CLI hook; all on tiny data."
 import dataclasses, json, os, random
 from pathlib import Path
 import numpy as np, pytest, torch
 from attngan.config import tiny, UserError, InvalidInput, MissingPath
-from attngan import pretrain as P
+from attngan import pretrain as P, pretrain_runs as PR
 from attngan.damsm import TextEncoder
 
 
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.usefixtures('one_thread')   # conftest.py
 def run1(birds_root, tmp_path_factory):
     "A tiny run of one epoch (45 training images, batch 8: 5 steps)."
     out = tmp_path_factory.mktemp('runs')/'run1'
-    with P.torch_threads(1):             # as the tests (one_thread): runs compared bit for bit must use the same threads
-        P.pretrain_damsm(tiny(), out, data=birds_root, epochs=1, progress=False, log=quiet)
+    with PR.torch_threads(1):             # as the tests (one_thread): runs compared bit for bit must use the same threads
+        PR.pretrain_damsm(tiny(), out, data=birds_root, epochs=1, progress=False, log=quiet)
     return out
 
 
@@ -38,17 +38,17 @@ def test_resume_continues_epochs_and_optimizer(run1, birds_root, tmp_path):
     import shutil; shutil.copytree(run1, run)
     s1 = _state(run)
     assert (s1['epoch'], s1['step']) == (1, 5) and s1['optimizer']['state'][0]['step'].item() == 5
-    hist = P.pretrain_damsm(tiny(), run, epochs=2, resume=True, progress=False, log=quiet)
+    hist = PR.pretrain_damsm(tiny(), run, epochs=2, resume=True, progress=False, log=quiet)
     s2 = _state(run)
     assert [h['epoch'] for h in hist] == [1, 2] and [h['step'] for h in hist] == [5, 10]
     assert hist[0] == s1['history'][0]                                  # the first epoch's record is kept
     assert s2['optimizer']['state'][0]['step'].item() == 10             # one Adam, its moments carried on
     assert hist[1]['lr'] == pytest.approx(P.lr_at(1, tiny()))
     # two epochs in one go give the same weights as one epoch + one resumed epoch
-    P.pretrain_damsm(tiny(), tmp_path/'straight', data=birds_root, epochs=2, progress=False, log=quiet)
+    PR.pretrain_damsm(tiny(), tmp_path/'straight', data=birds_root, epochs=2, progress=False, log=quiet)
     _assert_same_weights(run, tmp_path/'straight')                     # bit for bit
     # nothing left to do: a resumed run that already has its epochs returns the history unchanged
-    assert P.pretrain_damsm(tiny(), run, epochs=2, resume=True, progress=False, log=quiet) == hist
+    assert PR.pretrain_damsm(tiny(), run, epochs=2, resume=True, progress=False, log=quiet) == hist
 
 
 def test_checkpoint_files_load_with_weights_only(run1):
@@ -103,24 +103,24 @@ def test_bad_checkpoint_dirs_give_one_sentence(run1, tmp_path):
 
 
 def test_refuses_to_overwrite_and_to_resume_nothing(run1, birds_root, tmp_path):
-    with pytest.raises(InvalidInput, match='already holds'): P.pretrain_damsm(tiny(), run1, data=birds_root, epochs=1, progress=False, log=quiet)
-    with pytest.raises(MissingPath, match='Nothing to resume'): P.pretrain_damsm(tiny(), tmp_path/'new', resume=True, progress=False, log=quiet)
-    with pytest.raises(InvalidInput, match='minutes'): P.pretrain_damsm(tiny(), tmp_path/'x', data=birds_root, minutes=0, progress=False)
+    with pytest.raises(InvalidInput, match='already holds'): PR.pretrain_damsm(tiny(), run1, data=birds_root, epochs=1, progress=False, log=quiet)
+    with pytest.raises(MissingPath, match='Nothing to resume'): PR.pretrain_damsm(tiny(), tmp_path/'new', resume=True, progress=False, log=quiet)
+    with pytest.raises(InvalidInput, match='minutes'): PR.pretrain_damsm(tiny(), tmp_path/'x', data=birds_root, minutes=0, progress=False)
 
 
 def test_time_budget_and_divergence(run1, birds_root, tmp_path, monkeypatch):
-    h = P.pretrain_damsm(tiny(), tmp_path/'budget', data=birds_root, minutes=1e-6, epochs=3, progress=False, log=quiet)
+    h = PR.pretrain_damsm(tiny(), tmp_path/'budget', data=birds_root, minutes=1e-6, epochs=3, progress=False, log=quiet)
     assert len(h) == 1 and h[0]['step'] == 1 and h[0]['partial']
     import shutil; run = tmp_path/'nan'; shutil.copytree(run1, run)
     real = P.batch_loss                                                       # from the resumed step on, the loss is NaN
     monkeypatch.setattr(P, 'batch_loss', lambda *a, **k: real(*a, **k)._replace(loss=torch.tensor(float('nan'))))
     before = (run/'damsm.pt').read_bytes()
-    with pytest.raises(P.LossDiverged, match='last good checkpoint .epoch 1.'): P.pretrain_damsm(tiny(), run, epochs=2, resume=True, progress=False, log=quiet)
+    with pytest.raises(P.LossDiverged, match='last good checkpoint .epoch 1.'): PR.pretrain_damsm(tiny(), run, epochs=2, resume=True, progress=False, log=quiet)
     assert (run/'damsm.pt').read_bytes() == before
 
 
 def test_cli_on_tiny_data(birds_root, tmp_path, capsys):
-    res = P.cli_pretrain_damsm(data=str(birds_root), out=str(tmp_path/'cli'), preset='tiny', epochs=2, quiet=True)
+    res = PR.cli_pretrain_damsm(data=str(birds_root), out=str(tmp_path/'cli'), preset='tiny', epochs=2, quiet=True)
     out = capsys.readouterr().out
     assert 'R-precision' in out and 'validation loss' in out and 'pointing game' in out and str(tmp_path/'cli') in out
     assert res['epochs'] == 2 and res['steps'] == 10 and res['n_images'] == 15
@@ -128,9 +128,9 @@ def test_cli_on_tiny_data(birds_root, tmp_path, capsys):
     assert saved['steps'] == 10 and saved['r_precision'] == res['r_precision'] and f"{res['r_precision']:.1f} +- " in out
     again = P.evaluate_damsm(tmp_path/'cli', log=quiet)                  # the printed numbers are the run's, reproducibly
     assert (again['r_precision'], again['localisation']) == (res['r_precision'], res['localisation'])
-    res2 = P.cli_pretrain_damsm(data=str(birds_root), out=str(tmp_path/'cli'), preset='tiny', epochs=3, resume=True, quiet=True)
+    res2 = PR.cli_pretrain_damsm(data=str(birds_root), out=str(tmp_path/'cli'), preset='tiny', epochs=3, resume=True, quiet=True)
     assert res2['epochs'] == 3 and res2['steps'] == 15
-    with pytest.raises(UserError, match='Unknown preset'): P.cli_pretrain_damsm(data=str(birds_root), out=str(tmp_path/'c2'), preset='cub', quiet=True)
+    with pytest.raises(UserError, match='Unknown preset'): PR.cli_pretrain_damsm(data=str(birds_root), out=str(tmp_path/'c2'), preset='cub', quiet=True)
 
 
 # ---- resuming inside an epoch ------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def _record_batches(monkeypatch):
     def spy(batch, *a, **k):
         seen.append((tuple(batch['keys']), tuple(batch['caption_idx'].tolist()), float(batch['images'][-1].double().sum())))
         return step(batch, *a, **k)
-    monkeypatch.setattr(P, 'damsm_step', spy)
+    monkeypatch.setattr(PR, 'damsm_step', spy)
     return seen
 
 
@@ -150,12 +150,12 @@ def test_resume_inside_an_epoch_equals_an_uninterrupted_run(birds_root, tmp_path
     "5 steps an epoch: stop after `stop_at` steps, resume to 2 epochs; same batches, same weights, same records."
     cfg = tiny(); cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, bucket_by_length=bucket))
     seen = _record_batches(monkeypatch)
-    straight = P.pretrain_damsm(cfg, tmp_path/'straight', data=birds_root, epochs=2, progress=False, log=quiet)
+    straight = PR.pretrain_damsm(cfg, tmp_path/'straight', data=birds_root, epochs=2, progress=False, log=quiet)
     all_batches = list(seen); seen.clear()
-    h1 = P.pretrain_damsm(cfg, tmp_path/'run', data=birds_root, epochs=2, max_steps=stop_at, progress=False, log=quiet)
+    h1 = PR.pretrain_damsm(cfg, tmp_path/'run', data=birds_root, epochs=2, max_steps=stop_at, progress=False, log=quiet)
     s = _state(tmp_path/'run')
     assert h1[-1]['partial'] and (s['epoch'], s['batch'], s['step']) == (stop_at // 5, stop_at % 5, stop_at)
-    h2 = P.pretrain_damsm(cfg, tmp_path/'run', epochs=2, resume=True, progress=False, log=quiet)
+    h2 = PR.pretrain_damsm(cfg, tmp_path/'run', epochs=2, resume=True, progress=False, log=quiet)
     assert seen == all_batches                                           # the batches, in order, with their crops
     _assert_same_weights(tmp_path/'run', tmp_path/'straight')            # bit for bit
     assert _state(tmp_path/'run')['optimizer']['state'][0]['step'].item() == 10 and _state(tmp_path/'run')['batch'] == 0
@@ -165,10 +165,10 @@ def test_resume_inside_an_epoch_equals_an_uninterrupted_run(birds_root, tmp_path
 
 def test_resume_inside_an_epoch_by_the_time_budget(birds_root, tmp_path, monkeypatch):
     "A run stopped by `minutes` (after its first step) also resumes into the rest of its epoch."
-    P.pretrain_damsm(tiny(), tmp_path/'straight', data=birds_root, epochs=1, progress=False, log=quiet)
-    h = P.pretrain_damsm(tiny(), tmp_path/'run', data=birds_root, minutes=1e-6, epochs=1, progress=False, log=quiet)
+    PR.pretrain_damsm(tiny(), tmp_path/'straight', data=birds_root, epochs=1, progress=False, log=quiet)
+    h = PR.pretrain_damsm(tiny(), tmp_path/'run', data=birds_root, minutes=1e-6, epochs=1, progress=False, log=quiet)
     assert [(x['step'], x['partial']) for x in h] == [(1, True)] and _state(tmp_path/'run')['batch'] == 1
-    h = P.pretrain_damsm(tiny(), tmp_path/'run', epochs=1, resume=True, progress=False, log=quiet)
+    h = PR.pretrain_damsm(tiny(), tmp_path/'run', epochs=1, resume=True, progress=False, log=quiet)
     assert [(x['epoch'], x['step'], x['partial']) for x in h] == [(1, 5, False)]
     _assert_same_weights(tmp_path/'run', tmp_path/'straight')
 
@@ -223,8 +223,8 @@ def test_validation_leaves_the_cuda_generator_alone(run1, birds_root):
 def test_resume_inside_an_epoch_on_cuda(birds_root, tmp_path):
     "On a GPU the dropout masks come from the CUDA generator: it is saved and restored with the checkpoint."
     kw = dict(data=birds_root, epochs=2, progress=False, log=quiet, device='cuda')
-    P.pretrain_damsm(tiny(), tmp_path/'straight', **kw)
-    P.pretrain_damsm(tiny(), tmp_path/'run', max_steps=7, **kw)
+    PR.pretrain_damsm(tiny(), tmp_path/'straight', **kw)
+    PR.pretrain_damsm(tiny(), tmp_path/'run', max_steps=7, **kw)
     assert 'cuda' in _state(tmp_path/'run')['rng']
-    P.pretrain_damsm(tiny(), tmp_path/'run', resume=True, **kw)
+    PR.pretrain_damsm(tiny(), tmp_path/'run', resume=True, **kw)
     _assert_same_weights(tmp_path/'run', tmp_path/'straight')

@@ -2,7 +2,7 @@
 import os, random, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from attngan import pretrain as P
+from attngan import pretrain_runs as P
 from attngan.config import tiny
 from _cli import ATTNGAN, ENV             # tests/_cli.py: the console script, one thread
 
